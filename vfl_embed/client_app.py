@@ -1,0 +1,68 @@
+"""The ClientApp: one handler per message type of :mod:`vfl_embed.protocol`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import wraps
+
+from flwr.app import Context, Error, Message
+from flwr.clientapp import ClientApp
+
+from . import protocol
+from .data import PeerDataError
+from .peer import Peer, peer_from_context
+
+# TensorFlow's C++ start-up chatter would bury the run's own progress lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = ClientApp()
+
+Handler = Callable[[Message, Peer], Message]
+
+
+def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
+    """Build the peer for the message; turn input errors into error replies."""
+
+    @wraps(handler)
+    def wrapped(message: Message, context: Context) -> Message:
+        try:
+            peer = peer_from_context(context.node_config, context.run_config)
+            return handler(message, peer)
+        except PeerDataError as err:
+            return Message(Error(protocol.PEER_INPUT_ERROR, str(err)),
+                           reply_to=message)
+
+    return wrapped
+
+
+@app.query("pseudonyms")
+@_as_peer_handler
+def pseudonyms(message: Message, peer: Peer) -> Message:
+    """Send the keyed pseudonyms of the peer's IDs."""
+    return protocol.pseudonyms_reply(
+        message, peer.name, peer.pseudonyms(), peer.table.labels is not None
+    )
+
+
+@app.query("labels")
+@_as_peer_handler
+def labels(message: Message, peer: Peer) -> Message:
+    """Send the labels of the aligned rows (label-holding peer only)."""
+    positions, _, _ = protocol.read_plan(message)
+    values, classes = peer.labels(positions)
+    return protocol.labels_reply(message, values, classes)
+
+
+@app.train("embed")
+@_as_peer_handler
+def embed(message: Message, peer: Peer) -> Message:
+    """Fit the encoder on the training rows and send the latents of all rows."""
+    config = dict(message.content[protocol.CONFIG])
+    if config.get(protocol.FINGERPRINT) != protocol.fingerprint(peer.pseudonyms()):
+        raise PeerDataError(
+            f"{peer.name}: the data changed since alignment; restart the run"
+        )
+    positions, is_test, targets = protocol.read_plan(message)
+    latents, metrics = peer.embed(positions, is_test, config, targets)
+    return protocol.embed_reply(message, latents, metrics)

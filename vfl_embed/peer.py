@@ -1,0 +1,231 @@
+"""One peer's side of a run: its table, its pseudonyms, its encoder.
+
+A :class:`Peer` is built from a Flower ``Context`` (see :func:`peer_from_context`)
+or directly from a :class:`~vfl_embed.data.PeerTable`. Only pseudonyms,
+latents, metrics and (on the label-holding peer) labels of aligned rows come
+out of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .alignment import KeyedHashAlignment
+from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
+from .data import PeerDataError, PeerTable, Preprocessor, read_table
+from .datasets import ID_COLUMN, load_dataset, vertical_split
+
+__all__ = ["Peer", "peer_from_context"]
+
+
+class Peer:
+    """The work one peer does for the strategy.
+
+    Parameters
+    ----------
+    table : PeerTable
+        The peer's rows.
+    alignment : KeyedHashAlignment
+        How the peer turns its IDs into pseudonyms.
+    simulated : bool (default: False)
+        True in simulation; only then may the raw-column baseline encoder
+        (``encoder = "none"``) be used.
+    """
+
+    def __init__(
+        self, table: PeerTable, alignment: KeyedHashAlignment, simulated: bool = False
+    ) -> None:
+        self.table = table
+        self.alignment = alignment
+        self.simulated = simulated
+
+    @property
+    def name(self) -> str:
+        """The peer's name, used in every message and error."""
+        return self.table.peer
+
+    def pseudonyms(self) -> np.ndarray:
+        """Keyed pseudonyms of the peer's IDs, in its row order."""
+        return self.alignment.pseudonymize(self.table.ids)
+
+    def labels(self, positions: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Labels of the aligned rows; string labels become class codes."""
+        if self.table.labels is None:
+            raise PeerDataError(f"{self.name}: holds no label column")
+        values = self._select(positions, self.table.labels)
+        if pd.api.types.is_numeric_dtype(values):
+            if values.isna().any():
+                raise PeerDataError(
+                    f"{self.name}: label missing for {int(values.isna().sum())} "
+                    "aligned rows"
+                )
+            return values.to_numpy(dtype=np.float64), []
+        classes = sorted(values.dropna().astype(str).unique())
+        codes = pd.Categorical(values.astype(str), categories=classes).codes
+        if (codes < 0).any() or values.isna().any():
+            raise PeerDataError(f"{self.name}: label missing for some aligned rows")
+        return codes.astype(np.float64), classes
+
+    def embed(
+        self,
+        positions: np.ndarray,
+        is_test: np.ndarray,
+        config: Mapping[str, object],
+        train_targets: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Fit on the aligned training rows and encode all aligned rows.
+
+        Returns the latents in the server's order and the metrics: the
+        representation metrics on held-out rows (see
+        :func:`~vfl_embed.autoencoder.representation_metrics`), sizes and time.
+        """
+        started = time.perf_counter()
+        frame = self._select(positions, self.table.features)
+        train = ~is_test
+        preprocessor = Preprocessor(peer=self.name).fit(frame[train])
+        x = preprocessor.transform(frame)
+        encoder = self._encoder(config, train_targets)
+        encoder.fit(x[train], train_targets)
+        latents = encoder.transform(x)
+        test_x = x[is_test] if is_test.any() else x[train]
+        reconstruction = encoder.reconstruct(test_x)
+        metrics = representation_metrics(
+            test_x, reconstruction,
+            preprocessor.numeric_to_original(test_x),
+            preprocessor.numeric_to_original(reconstruction),
+            preprocessor.stds_.to_numpy(), preprocessor.categorical_blocks(),
+        )
+        metrics |= {
+            "n-columns": float(self.table.features.shape[1]),
+            "n-encoded-features": float(x.shape[1]),
+            "latent-dim": float(latents.shape[1]),
+            "epochs-run": float(getattr(encoder, "epochs_run_", 0)),
+            "fit-seconds": time.perf_counter() - started,
+        }
+        return latents, metrics
+
+    def _select(self, positions: np.ndarray, values: pd.DataFrame | pd.Series):  # noqa: ANN202
+        if positions.ndim != 1 or (len(positions) and (
+            positions.min() < 0 or positions.max() >= len(self.table)
+        )):
+            raise PeerDataError(f"{self.name}: the server sent row positions out of "
+                                f"range for a table of {len(self.table)} rows")
+        return values.iloc[positions].reset_index(drop=True)
+
+    def _encoder(
+        self, config: Mapping[str, object], train_targets: np.ndarray | None
+    ) -> Autoencoder | IdentityEncoder:
+        kind = str(config.get("encoder", "autoencoder"))
+        if kind == "none":
+            if not self.simulated:
+                raise PeerDataError(
+                    f"{self.name}: encoder 'none' would share raw columns; it is "
+                    "only allowed in simulation"
+                )
+            return IdentityEncoder()
+        if kind != "autoencoder":
+            raise PeerDataError(f"{self.name}: unknown encoder '{kind}'")
+        task = str(config.get("task", "")) if train_targets is not None else ""
+        hidden = str(config.get("hidden-sizes", "128,64,40"))
+        return Autoencoder(
+            latent_dim=int(config.get("latent-dim", 16)),
+            hidden_sizes=tuple(int(h) for h in hidden.split(",") if h.strip()),
+            activation=str(config.get("activation", "relu")),
+            latent_activation=str(config.get("latent-activation", "linear")),
+            loss=str(config.get("loss", "mae")),
+            learning_rate=float(config.get("learning-rate", 1e-3)),
+            epochs=int(config.get("epochs", 300)),
+            batch_size=int(config.get("batch-size", 64)),
+            validation_split=float(config.get("validation-split", 0.1)),
+            patience=int(config.get("patience", 20)),
+            task=task,
+            supervised_weight=float(config.get("supervised-weight", 1.0)),
+            seed=_peer_seed(int(config.get("seed", 42)), self.name),
+        )
+
+
+def peer_from_context(
+    node_config: Mapping[str, object], run_config: Mapping[str, object]
+) -> Peer:
+    """Build the peer a SuperNode runs, from its node config and the run config.
+
+    Deployment: ``node_config`` names ``data-path`` (CSV or Parquet),
+    ``id-column`` (default ``"id"``), optionally ``label-column``,
+    ``peer-name`` and the alignment secret as ``alignment-secret-file`` (a
+    file only the peers can read). Simulation: ``partition-id`` and
+    ``num-partitions`` pick either the user's file from the run config's
+    ``data-paths`` (``;``-separated, one per peer) or a column group of the
+    built-in ``dataset``; the run config's demo secret is used.
+    """
+    if "data-path" in node_config:
+        name = str(node_config.get("peer-name", "") or Path(
+            str(node_config["data-path"])).stem)
+        table = PeerTable.from_file(
+            str(node_config["data-path"]), str(node_config.get("id-column", "id")),
+            name, str(node_config.get("label-column", "")),
+        )
+        return Peer(table, KeyedHashAlignment(_node_secret(node_config, name)))
+    if "partition-id" not in node_config:
+        raise PeerDataError(
+            "peer: node config names neither 'data-path' (deployment) nor "
+            "'partition-id' (simulation)"
+        )
+    partition = int(node_config["partition-id"])
+    num_partitions = int(node_config["num-partitions"])
+    name = f"peer-{partition}"
+    secret = str(run_config.get("alignment-secret", ""))
+    return Peer(_simulated_table(partition, num_partitions, name, run_config),
+                KeyedHashAlignment(secret), simulated=True)
+
+
+def _simulated_table(
+    partition: int, num_partitions: int, name: str, run_config: Mapping[str, object]
+) -> PeerTable:
+    paths = [p.strip() for p in str(run_config.get("data-paths", "")).split(";")
+             if p.strip()]
+    label_column = ""
+    if paths:
+        if len(paths) != num_partitions:
+            raise PeerDataError(
+                f"{name}: run config 'data-paths' names {len(paths)} files but the "
+                f"federation has {num_partitions} SuperNodes; give one file per peer"
+            )
+        frame = read_table(paths[partition], owner=name)
+        target = str(run_config.get("target", ""))
+        if run_config.get("label-source") == "peer" and target in frame.columns:
+            label_column = target
+        return PeerTable(frame, str(run_config.get("id-column", "id")), name,
+                         label_column)
+    dataset = load_dataset(str(run_config.get("dataset", "ames")))
+    frame = vertical_split(
+        dataset, num_partitions, partition,
+        coverage=float(run_config.get("peer-coverage", 0.95)),
+        seed=int(run_config.get("seed", 42)),
+    )
+    if run_config.get("label-source") == "peer" and partition == 0:
+        frame = frame.merge(dataset.labels, on=ID_COLUMN, how="left")
+        label_column = dataset.target
+    return PeerTable(frame, ID_COLUMN, name, label_column)
+
+
+def _node_secret(node_config: Mapping[str, object], name: str) -> str:
+    path = str(node_config.get("alignment-secret-file", ""))
+    if not path:
+        raise PeerDataError(
+            f"{name}: no alignment secret; pass --node-config "
+            "\"alignment-secret-file='...'\" (a file shared by the peers only)"
+        )
+    if not Path(path).is_file():
+        raise PeerDataError(f"{name}: alignment secret file '{path}' does not exist")
+    return Path(path).read_text().strip()
+
+
+def _peer_seed(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2**31 - 1)
