@@ -178,14 +178,12 @@ class Autoencoder:
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Return the latent vectors (float32) of the rows of ``x``."""
         self._check_fitted()
-        return np.asarray(self.encoder_.predict(x, batch_size=4096, verbose=0),
-                          dtype=np.float32)
+        return _batched(self.encoder_, x)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Return the decoder's reconstruction of ``x``."""
         self._check_fitted()
-        outputs = self.model_.predict(x, batch_size=4096, verbose=0)
-        return np.asarray(outputs["reconstruction"], dtype=np.float32)
+        return _batched(self.model_, x, "reconstruction")
 
     def _head(self, y: np.ndarray | None) -> tuple[int, str, str]:
         if not self.task:
@@ -243,6 +241,17 @@ class IdentityEncoder:
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Return ``x`` as float32: the identity reconstructs perfectly."""
         return np.asarray(x, dtype=np.float32)
+
+
+def _batched(model, x: np.ndarray, output: str = "", batch: int = 8192) -> np.ndarray:  # noqa: ANN001
+    """Call ``model`` eagerly in batches; ``predict`` would retrace per model."""
+    import keras
+
+    parts = []
+    for start in range(0, len(x), batch):
+        out = model(x[start:start + batch], training=False)
+        parts.append(keras.ops.convert_to_numpy(out[output] if output else out))
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def representation_metrics(

@@ -11,12 +11,13 @@ from flwr.clientapp import ClientApp
 
 from . import protocol
 from .data import PeerDataError
+from .message_log import message_log_mod
 from .peer import Peer, peer_from_context
 
 # TensorFlow's C++ start-up chatter would bury the run's own progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-app = ClientApp()
+app = ClientApp(mods=[message_log_mod])
 
 Handler = Callable[[Message, Peer], Message]
 

@@ -98,6 +98,12 @@ class PeerTable:
         self.labels: pd.Series | None = (
             frame[label_column].reset_index(drop=True) if label_column else None
         )
+        empty = [c for c in self.features.columns if self.features[c].isna().all()]
+        if empty:
+            raise PeerDataError(
+                f"{peer}: column(s) {_preview(empty)} have no usable values; "
+                "drop them or fill them in"
+            )
         if require_features and self.features.shape[1] == 0:
             raise PeerDataError(f"{peer}: no feature columns besides the ID column")
         if len(self.ids) == 0:

@@ -1,0 +1,28 @@
+"""Shared fixtures: one local Flower federation per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from vfl_embed.local_federation import LocalFederation
+
+# Small but real settings: few epochs keep an end-to-end run near 30 s.
+FAST = {"epochs": 15, "patience": 5, "batch-size": 128}
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory):
+    """A LocalFederation with its own FLWR_HOME, stopped after the session."""
+    with LocalFederation(flwr_home=tmp_path_factory.mktemp("flwr-home")) as fed:
+        yield fed
+
+
+@pytest.fixture
+def run_app(federation, tmp_path):
+    """Run the app with ``num_peers`` SuperNodes; results go under tmp_path."""
+
+    def run(num_peers: int = 3, **config):
+        config = FAST | {"results-dir": str(tmp_path / "results")} | config
+        return federation.run(config, num_peers=num_peers, timeout=600)
+
+    return run

@@ -1,0 +1,343 @@
+"""Tests of vfl_embed.peer: one peer's pseudonyms, labels and embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vfl_embed.alignment import KeyedHashAlignment
+from vfl_embed.data import PeerDataError, PeerTable, Preprocessor
+from vfl_embed.datasets import load_dataset, vertical_split
+from vfl_embed.peer import Peer, peer_from_context
+
+SECRET = "peers-only"
+# A small, fast encoder: a handful of epochs on a narrow network.
+FAST = {"encoder": "autoencoder", "latent-dim": 3, "hidden-sizes": "16,8",
+        "epochs": 4, "batch-size": 32, "validation-split": 0.0, "seed": 1}
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    """150 entities: numeric and categorical features, numeric and string labels."""
+    rng = np.random.default_rng(0)
+    n = 150
+    income = rng.lognormal(10.0, 0.4, n).round(2)
+    income[[5, 50]] = np.nan
+    return pd.DataFrame({
+        "key": [f"c-{k:04d}" for k in rng.permutation(1000)[:n]],
+        "income": income,
+        "age": rng.integers(18, 90, n).astype(float),
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "price": rng.normal(100.0, 10.0, n),
+        "churn": rng.choice(["stay", "left"], n),
+    })
+
+
+@pytest.fixture
+def peer(frame: pd.DataFrame) -> Peer:
+    table = PeerTable(frame.drop(columns=["churn"]), "key", "alice",
+                      label_column="price")
+    return Peer(table, KeyedHashAlignment(SECRET))
+
+
+@pytest.fixture
+def simulated_peer(frame: pd.DataFrame) -> Peer:
+    table = PeerTable(frame.drop(columns=["price"]), "key", "alice",
+                      label_column="churn")
+    return Peer(table, KeyedHashAlignment(SECRET), simulated=True)
+
+
+@pytest.fixture
+def plan() -> tuple[np.ndarray, np.ndarray]:
+    """120 of the 150 rows in a shuffled server order; every 4th held out."""
+    positions = np.random.default_rng(2).permutation(150)[:120]
+    is_test = np.arange(120) % 4 == 0
+    return positions, is_test
+
+
+# ----------------------------------------------------------------- pseudonyms
+def test_name_is_the_table_peer(peer: Peer) -> None:
+    assert peer.name == "alice"
+    assert peer.simulated is False
+
+
+def test_pseudonyms_are_keyed_hashes_of_the_ids(peer: Peer, frame) -> None:
+    pseudonyms = peer.pseudonyms()
+    assert pseudonyms.shape == (150, 32)
+    assert pseudonyms.dtype == np.uint8
+    expected = KeyedHashAlignment(SECRET).pseudonymize(list(frame["key"]))
+    np.testing.assert_array_equal(pseudonyms, expected)
+    other = KeyedHashAlignment("another secret").pseudonymize(list(frame["key"]))
+    assert not np.array_equal(pseudonyms, other)
+
+
+# ---------------------------------------------------------------------- embed
+def test_embed_returns_latents_and_metrics(peer: Peer, plan) -> None:
+    positions, is_test = plan
+    latents, metrics = peer.embed(positions, is_test, FAST)
+    assert latents.shape == (120, 3)
+    assert latents.dtype == np.float32
+    assert np.isfinite(latents).all()
+    assert len(np.unique(latents, axis=0)) == 120
+    assert 0.0 < metrics["reconstruction-mae"] < 5.0
+    assert 0.0 <= metrics["within-5pct-min"] <= metrics["within-5pct"] <= 1.0
+    assert metrics["n-columns"] == 3.0  # income, age, plan (price is the label)
+    assert metrics["n-encoded-features"] == 2.0 + 4.0  # plan: 3 levels + rare
+    assert metrics["latent-dim"] == 3.0
+    assert metrics["epochs-run"] == 4.0
+    assert metrics["fit-seconds"] > 0.0
+
+
+def test_embed_is_deterministic(peer: Peer, plan) -> None:
+    positions, is_test = plan
+    first, metrics = peer.embed(positions, is_test, FAST)
+    again, metrics_again = peer.embed(positions, is_test, FAST)
+    np.testing.assert_array_equal(first, again)
+    assert metrics["reconstruction-mae"] == metrics_again["reconstruction-mae"]
+
+
+def test_latents_follow_the_order_of_positions(simulated_peer: Peer, frame,
+                                               plan) -> None:
+    positions, is_test = plan
+    config = {"encoder": "none"}
+    latents, metrics = simulated_peer.embed(positions, is_test, config)
+    # With the identity encoder the latents are the preprocessed rows, fitted
+    # on the training rows only, in the order of positions.
+    features = frame.drop(columns=["key", "price", "churn"])
+    selected = features.iloc[positions].reset_index(drop=True)
+    expected = Preprocessor().fit(selected[~is_test]).transform(selected)
+    np.testing.assert_allclose(latents, expected, rtol=1e-6)
+    ages = frame["age"].to_numpy()[positions]
+    train_ages = ages[~is_test]
+    np.testing.assert_allclose(latents[:, 1] * train_ages.std() + train_ages.mean(),
+                               ages, rtol=1e-5)
+    # Reordering the plan reorders the latents and nothing else.
+    order = np.random.default_rng(5).permutation(120)
+    reordered, _ = simulated_peer.embed(positions[order], is_test[order], config)
+    np.testing.assert_allclose(reordered, latents[order], rtol=1e-6)
+    assert metrics["reconstruction-mae"] == 0.0
+    assert metrics["within-5pct"] == 1.0
+    assert metrics["latent-dim"] == metrics["n-encoded-features"] == latents.shape[1]
+    assert metrics["epochs-run"] == 0.0
+
+
+def test_embed_without_held_out_rows_scores_training_rows(simulated_peer) -> None:
+    positions = np.arange(40)
+    latents, metrics = simulated_peer.embed(positions, np.zeros(40, bool),
+                                            {"encoder": "none"})
+    assert latents.shape[0] == 40
+    assert metrics["within-5pct"] == 1.0
+
+
+def test_supervised_embed(peer: Peer, plan) -> None:
+    positions, is_test = plan
+    targets, _ = peer.labels(positions[~is_test])
+    config = FAST | {"task": "regression"}
+    latents, metrics = peer.embed(positions, is_test, config, targets)
+    assert latents.shape == (120, 3)
+    assert metrics["latent-dim"] == 3.0
+
+
+def test_encoder_none_is_refused_outside_simulation(peer: Peer, plan) -> None:
+    positions, is_test = plan
+    with pytest.raises(PeerDataError, match="alice: encoder 'none'") as err:
+        peer.embed(positions, is_test, {"encoder": "none"})
+    assert "only allowed in simulation" in str(err.value)
+
+
+def test_unknown_encoder_is_refused(simulated_peer: Peer, plan) -> None:
+    positions, is_test = plan
+    with pytest.raises(PeerDataError, match="alice: unknown encoder 'pca'"):
+        simulated_peer.embed(positions, is_test, {"encoder": "pca"})
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [np.array([0, 150]), np.array([-1, 3]), np.array([[0, 1]])],
+    ids=["past-end", "negative", "2-D"],
+)
+def test_positions_out_of_range_raise(peer: Peer, positions: np.ndarray) -> None:
+    with pytest.raises(PeerDataError, match="alice: the server sent row positions "
+                                            "out of range for a table of 150 rows"):
+        peer.embed(positions, np.zeros(positions.shape[-1], bool), FAST)
+    with pytest.raises(PeerDataError, match="alice: .*out of range"):
+        peer.labels(positions)
+
+
+# --------------------------------------------------------------------- labels
+def test_numeric_labels(peer: Peer, frame, plan) -> None:
+    positions, _ = plan
+    labels, classes = peer.labels(positions)
+    assert labels.dtype == np.float64
+    np.testing.assert_array_equal(labels, frame["price"].to_numpy()[positions])
+    assert classes == []
+
+
+def test_string_labels_become_class_codes(simulated_peer: Peer, frame) -> None:
+    positions = np.array([3, 0, 7, 1])
+    labels, classes = simulated_peer.labels(positions)
+    assert classes == ["left", "stay"]
+    expected = [classes.index(v) for v in frame["churn"].to_numpy()[positions]]
+    np.testing.assert_array_equal(labels, expected)
+    assert labels.dtype == np.float64
+
+
+def test_missing_labels_raise(frame: pd.DataFrame) -> None:
+    frame.loc[[2, 9], "price"] = np.nan
+    frame.loc[4, "churn"] = None
+    numeric = Peer(PeerTable(frame, "key", "bob", label_column="price"),
+                   KeyedHashAlignment(SECRET))
+    with pytest.raises(PeerDataError, match="bob: label missing for 2 aligned rows"):
+        numeric.labels(np.arange(20))
+    assert len(numeric.labels(np.array([0, 1, 3]))[0]) == 3
+    strings = Peer(PeerTable(frame, "key", "bob", label_column="churn"),
+                   KeyedHashAlignment(SECRET))
+    with pytest.raises(PeerDataError, match="bob: label missing"):
+        strings.labels(np.arange(10))
+
+
+def test_peer_without_label_column(frame: pd.DataFrame) -> None:
+    unlabelled = Peer(PeerTable(frame, "key", "bob"), KeyedHashAlignment(SECRET))
+    with pytest.raises(PeerDataError, match="bob: holds no label column"):
+        unlabelled.labels(np.arange(3))
+
+
+# -------------------------------------------------------------- from context
+@pytest.fixture(scope="module")
+def titanic():
+    return load_dataset("titanic")
+
+
+def _run_config(**overrides) -> dict:
+    return {"dataset": "titanic", "alignment-secret": "demo", "peer-coverage": 0.9,
+            "seed": 42, "label-source": "server", **overrides}
+
+
+def test_simulated_peer_from_titanic(titanic) -> None:
+    peer = peer_from_context({"partition-id": 1, "num-partitions": 2},
+                             _run_config())
+    assert peer.name == "peer-1"
+    assert peer.simulated is True
+    assert peer.table.labels is None
+    expected = vertical_split(titanic, 2, 1, coverage=0.9, seed=42)
+    assert list(peer.table.features.columns) == list(expected.columns[1:])
+    assert len(peer.table) == round(0.9 * 1309)
+    np.testing.assert_array_equal(
+        peer.pseudonyms(),
+        KeyedHashAlignment("demo").pseudonymize(list(expected["id"])),
+    )
+
+
+def test_simulated_label_peer_holds_the_labels(titanic) -> None:
+    config = _run_config(**{"label-source": "peer"})
+    first = peer_from_context({"partition-id": 0, "num-partitions": 2}, config)
+    second = peer_from_context({"partition-id": 1, "num-partitions": 2}, config)
+    assert second.table.labels is None
+    assert first.table.labels is not None
+    assert "survived" not in first.table.features.columns
+    truth = titanic.labels.set_index("id")["survived"]
+    np.testing.assert_array_equal(first.table.labels.to_numpy(),
+                                  truth.loc[list(first.table.ids)].to_numpy())
+    labels, classes = first.labels(np.arange(5))
+    assert classes == [] and set(labels) <= {0.0, 1.0}
+
+
+def test_simulated_peer_from_digits() -> None:
+    peer = peer_from_context({"partition-id": 2, "num-partitions": 4},
+                             _run_config(dataset="digits"))
+    assert peer.name == "peer-2"
+    assert peer.table.features.shape == (round(0.9 * 1797), 16)
+    assert peer.table.features.columns[0] == "pixel_4_0"
+
+
+def test_simulated_peers_from_user_files(frame: pd.DataFrame, tmp_path) -> None:
+    paths = [tmp_path / "a.csv", tmp_path / "b.parquet"]
+    frame[["key", "income", "price"]].to_csv(paths[0], index=False)
+    frame[["key", "plan"]].to_parquet(paths[1], index=False)
+    config = _run_config(**{"data-paths": f"{paths[0]}; {paths[1]}",
+                            "id-column": "key", "target": "price",
+                            "label-source": "peer"})
+    first = peer_from_context({"partition-id": 0, "num-partitions": 2}, config)
+    second = peer_from_context({"partition-id": 1, "num-partitions": 2}, config)
+    assert list(first.table.features.columns) == ["income"]
+    assert first.table.labels is not None
+    assert list(second.table.features.columns) == ["plan"]
+    assert second.table.labels is None
+    np.testing.assert_array_equal(first.pseudonyms(), second.pseudonyms())
+
+
+def test_user_files_must_match_the_federation(frame: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "a.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(PeerDataError, match="peer-0: run config 'data-paths' names "
+                                            "1 files but the federation has 3"):
+        peer_from_context({"partition-id": 0, "num-partitions": 3},
+                          _run_config(**{"data-paths": str(path)}))
+
+
+@pytest.fixture
+def deployment(frame: pd.DataFrame, tmp_path) -> dict:
+    data = tmp_path / "crm.csv"
+    frame.to_csv(data, index=False)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the peers' secret\n")
+    return {"data-path": str(data), "id-column": "key",
+            "alignment-secret-file": str(secret)}
+
+
+def test_deployed_peer_from_node_config(deployment: dict, frame) -> None:
+    peer = peer_from_context(deployment, {"alignment-secret": "ignored"})
+    assert peer.name == "crm"  # the data file's stem
+    assert peer.simulated is False
+    assert peer.table.labels is None
+    assert list(peer.table.features.columns) == ["income", "age", "plan", "price",
+                                                 "churn"]
+    expected = KeyedHashAlignment("the peers' secret").pseudonymize(list(frame["key"]))
+    np.testing.assert_array_equal(peer.pseudonyms(), expected)
+
+
+def test_deployed_peer_name_and_label_column(deployment: dict) -> None:
+    config = deployment | {"peer-name": "bank", "label-column": "churn"}
+    peer = peer_from_context(config, {})
+    assert peer.name == "bank"
+    assert peer.table.labels is not None
+    assert "churn" not in peer.table.features.columns
+
+
+def test_missing_secret_file_names_the_peer(deployment: dict, tmp_path) -> None:
+    missing = tmp_path / "nope.txt"
+    config = deployment | {"alignment-secret-file": str(missing)}
+    with pytest.raises(PeerDataError, match="crm: alignment secret file") as err:
+        peer_from_context(config, {})
+    assert str(missing) in str(err.value)
+
+
+def test_no_secret_names_the_peer(deployment: dict) -> None:
+    config = {k: v for k, v in deployment.items() if k != "alignment-secret-file"}
+    with pytest.raises(PeerDataError, match="crm: no alignment secret"):
+        peer_from_context(config, {"alignment-secret": "run-wide"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="peer._node_secret returns '' for an empty secret file; "
+    "KeyedHashAlignment then raises a plain ValueError without the peer's name, "
+    "which the ClientApp does not turn into an error reply",
+)
+def test_empty_secret_file_names_the_peer(deployment: dict, tmp_path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(PeerDataError, match="crm"):
+        peer_from_context(deployment | {"alignment-secret-file": str(empty)}, {})
+
+
+def test_missing_data_file_names_the_peer(deployment: dict, tmp_path) -> None:
+    config = deployment | {"data-path": str(tmp_path / "gone.csv")}
+    with pytest.raises(PeerDataError, match="gone: data file"):
+        peer_from_context(config, {})
+
+
+def test_node_config_without_data_raises() -> None:
+    with pytest.raises(PeerDataError, match="neither 'data-path'"):
+        peer_from_context({}, _run_config())

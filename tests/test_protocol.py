@@ -1,0 +1,367 @@
+"""Tests of vfl_embed.protocol on real flwr Messages: builders and reply checks."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.supercore.task_identity import TaskIdentity
+
+from vfl_embed import protocol
+from vfl_embed.alignment import KeyedHashAlignment
+from vfl_embed.protocol import PeerReplyError
+
+PEER_NODE = 5
+
+
+@pytest.fixture(autouse=True)
+def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity Flower's ServerApp runtime gives its process (needed to build
+    instruction messages outside a running federation)."""
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
+    monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
+
+
+@pytest.fixture
+def pseudonyms() -> np.ndarray:
+    return KeyedHashAlignment("secret").pseudonymize([f"id-{k}" for k in range(40)])
+
+
+@pytest.fixture
+def embed_request() -> Message:
+    return protocol.embed_request(
+        node_id=PEER_NODE, positions=np.array([4, 0, 2]),
+        is_test=np.array([False, True, False]),
+        config=ConfigRecord({"latent-dim": 2, "fingerprint": "abc"}),
+    )
+
+
+@pytest.fixture
+def latents() -> np.ndarray:
+    return np.arange(6, dtype=np.float32).reshape(3, 2) / 7
+
+
+def _over_the_wire(message: Message) -> Message:
+    """Serialize and parse a message as Flower does between processes."""
+    return message_from_proto(message_to_proto(message))
+
+
+def _with_array(reply: Message, record: str, key: str, values: np.ndarray) -> Message:
+    reply.content[record][key] = Array(np.ascontiguousarray(values))
+    return reply
+
+
+# ------------------------------------------------------------------ requests
+def test_embed_request_addresses_the_peer(embed_request: Message) -> None:
+    assert embed_request.metadata.dst_node_id == PEER_NODE
+    assert embed_request.metadata.message_type == protocol.TRAIN_EMBED == "train.embed"
+    assert embed_request.content[protocol.CONFIG]["latent-dim"] == 2
+
+
+def test_read_plan_round_trips(embed_request: Message) -> None:
+    positions, is_test, targets = protocol.read_plan(_over_the_wire(embed_request))
+    assert positions.dtype == np.int64
+    np.testing.assert_array_equal(positions, [4, 0, 2])
+    assert is_test.dtype == bool
+    np.testing.assert_array_equal(is_test, [False, True, False])
+    assert targets is None
+
+
+def test_read_plan_with_train_targets() -> None:
+    request = protocol.embed_request(
+        PEER_NODE, np.arange(4), np.array([0, 0, 1, 0]), ConfigRecord({}),
+        train_targets=np.array([1, 0, 2]),
+    )
+    _, is_test, targets = protocol.read_plan(_over_the_wire(request))
+    np.testing.assert_array_equal(is_test, [False, False, True, False])
+    assert targets.dtype == np.float64
+    np.testing.assert_array_equal(targets, [1.0, 0.0, 2.0])
+
+
+@pytest.mark.xfail(
+    strict=True, raises=KeyError,
+    reason="protocol.read_plan reads 'is-test', which labels_request never sends; "
+    "the ClientApp's labels handler fails with KeyError('is-test')",
+)
+def test_read_plan_of_a_labels_request() -> None:
+    request = protocol.labels_request(PEER_NODE, np.array([3, 1]))
+    assert request.metadata.message_type == protocol.QUERY_LABELS
+    positions, _, _ = protocol.read_plan(request)
+    np.testing.assert_array_equal(positions, [3, 1])
+
+
+def test_pseudonyms_request() -> None:
+    request = protocol.pseudonyms_request(9, ConfigRecord({}))
+    assert request.metadata.dst_node_id == 9
+    assert request.metadata.message_type == "query.pseudonyms"
+
+
+# ------------------------------------------------------------------- latents
+def test_read_latents_accepts_a_good_reply(embed_request, latents) -> None:
+    reply = protocol.embed_reply(embed_request, latents,
+                                 {"reconstruction-mae": 0.25, "within-5pct": 0.5})
+    assert reply.metadata.dst_node_id == SUPERLINK_NODE_ID
+    assert reply.metadata.src_node_id == PEER_NODE
+    values, metrics = protocol.read_latents(_over_the_wire(reply), "peer-1", 3)
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, latents)
+    assert metrics == {"reconstruction-mae": 0.25, "within-5pct": 0.5}
+
+
+def test_embed_reply_sends_float32(embed_request, latents) -> None:
+    reply = protocol.embed_reply(embed_request, latents.astype(np.float64), {})
+    values, _ = protocol.read_latents(reply, "peer-1", 3)
+    assert values.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
+def test_latents_of_the_wrong_dtype(embed_request, latents, dtype) -> None:
+    reply = protocol.embed_reply(embed_request, latents, {})
+    _with_array(reply, "latents", "latents", latents.astype(dtype))
+    with pytest.raises(PeerReplyError, match="peer-1: latents must be") as err:
+        protocol.read_latents(reply, "peer-1", 3)
+    assert np.dtype(dtype).name in str(err.value)
+    assert err.value.peer == "peer-1"
+
+
+def test_latents_must_be_a_matrix(embed_request, latents) -> None:
+    reply = protocol.embed_reply(embed_request, latents, {})
+    _with_array(reply, "latents", "latents", latents.ravel())
+    with pytest.raises(PeerReplyError, match="peer-1: latents must be a 2-D"):
+        protocol.read_latents(reply, "peer-1", 6)
+
+
+@pytest.mark.parametrize("n_rows", [2, 4])
+def test_latents_of_the_wrong_row_count(embed_request, latents, n_rows) -> None:
+    reply = protocol.embed_reply(embed_request, latents, {})
+    with pytest.raises(PeerReplyError, match="peer-1") as err:
+        protocol.read_latents(reply, "peer-1", n_rows)
+    assert "(3, 2)" in str(err.value)
+    assert f"expected {n_rows} rows" in str(err.value)
+
+
+def test_latents_without_columns(embed_request) -> None:
+    reply = protocol.embed_reply(embed_request, np.zeros((3, 0)), {})
+    with pytest.raises(PeerReplyError, match=r"peer-1: sent latents of shape \(3, 0\)"):
+        protocol.read_latents(reply, "peer-1", 3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_latents(embed_request, latents, bad: float) -> None:
+    latents = latents.copy()
+    latents[1, 1] = bad
+    reply = protocol.embed_reply(embed_request, latents, {})
+    with pytest.raises(PeerReplyError, match="peer-1: sent non-finite latent"):
+        protocol.read_latents(reply, "peer-1", 3)
+
+
+@pytest.mark.parametrize("missing", ["latents", "metrics"])
+def test_reply_missing_a_record(embed_request, latents, missing: str) -> None:
+    records = {
+        "latents": ArrayRecord({"latents": Array(latents)}),
+        "metrics": MetricRecord({"within-5pct": 0.9}),
+    }
+    del records[missing]
+    reply = Message(RecordDict(records), reply_to=embed_request)
+    with pytest.raises(PeerReplyError, match=f"peer-1: reply lacks the '{missing}'"):
+        protocol.read_latents(reply, "peer-1", 3)
+
+
+def test_reply_with_the_array_under_another_key(embed_request, latents) -> None:
+    reply = Message(RecordDict({
+        "latents": ArrayRecord({"embedding": Array(latents)}),
+        "metrics": MetricRecord({}),
+    }), reply_to=embed_request)
+    with pytest.raises(PeerReplyError, match="peer-1: reply lacks the array"):
+        protocol.read_latents(reply, "peer-1", 3)
+
+
+def test_reply_with_the_wrong_record_type(embed_request) -> None:
+    reply = Message(RecordDict({
+        "latents": ConfigRecord({"latents": [1.0, 2.0]}),
+        "metrics": MetricRecord({}),
+    }), reply_to=embed_request)
+    with pytest.raises(PeerReplyError, match="peer-1: reply lacks the array"):
+        protocol.read_latents(reply, "peer-1", 3)
+
+
+# ---------------------------------------------------------------- error replies
+@pytest.mark.parametrize(
+    ("reader", "args"),
+    [
+        (protocol.read_latents, (3,)),
+        (protocol.read_labels, (3,)),
+        (protocol.read_pseudonyms, ()),
+    ],
+)
+def test_error_replies_raise_naming_the_peer(embed_request, reader, args) -> None:
+    reply = Message(Error(protocol.PEER_INPUT_ERROR, "peer-2: ID column 'id' has "
+                          "3 duplicate IDs"), reply_to=embed_request)
+    with pytest.raises(PeerReplyError) as err:
+        reader(_over_the_wire(reply), "peer-2", *args)
+    assert err.value.peer == "peer-2"
+    assert str(err.value).startswith("peer-2: failed: ")
+    assert "3 duplicate IDs" in str(err.value)
+
+
+def test_error_reply_without_reason_reports_the_code(embed_request) -> None:
+    reply = Message(Error(protocol.PEER_INPUT_ERROR), reply_to=embed_request)
+    with pytest.raises(PeerReplyError, match="node 5: failed: error code 100"):
+        protocol.check_reply(reply, "node 5")
+
+
+# ----------------------------------------------------------------- pseudonyms
+@pytest.fixture
+def pseudonyms_request() -> Message:
+    return protocol.pseudonyms_request(PEER_NODE, ConfigRecord({}))
+
+
+def test_read_pseudonyms_accepts_a_good_reply(pseudonyms_request, pseudonyms) -> None:
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", pseudonyms, True)
+    values, info = protocol.read_pseudonyms(_over_the_wire(reply), "node 5")
+    np.testing.assert_array_equal(values, pseudonyms)
+    assert values.dtype == np.uint8
+    assert info == {
+        "name": "alice",
+        "fingerprint": hashlib.sha256(pseudonyms.tobytes()).hexdigest(),
+        "has-label": True,
+    }
+
+
+def test_fingerprint_is_sha256_of_the_bytes(pseudonyms) -> None:
+    assert protocol.fingerprint(pseudonyms) == hashlib.sha256(
+        pseudonyms.tobytes()).hexdigest()
+    assert protocol.fingerprint(pseudonyms) != protocol.fingerprint(pseudonyms[1:])
+    # Non-contiguous views hash like their contiguous copy.
+    view = pseudonyms[::2]
+    assert protocol.fingerprint(view) == protocol.fingerprint(view.copy())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda p: p.astype(np.int64),
+        lambda p: p[:, :16],
+        lambda p: p.ravel(),
+    ],
+    ids=["int64", "16-bytes", "1-D"],
+)
+def test_pseudonyms_of_the_wrong_shape_or_dtype(pseudonyms_request, pseudonyms,
+                                                bad) -> None:
+    wrong = np.ascontiguousarray(bad(pseudonyms))
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", wrong, False)
+    with pytest.raises(PeerReplyError, match=r"alice: pseudonyms must be \(n, 32\)"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+def test_duplicate_pseudonyms(pseudonyms_request, pseudonyms) -> None:
+    doubled = np.concatenate([pseudonyms, pseudonyms[3:4]])
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", doubled, False)
+    with pytest.raises(PeerReplyError, match="alice: sent duplicate pseudonyms"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+def test_no_pseudonyms(pseudonyms_request) -> None:
+    empty = np.zeros((0, 32), dtype=np.uint8)
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", empty, False)
+    with pytest.raises(PeerReplyError, match="alice: sent no pseudonyms"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+def test_fingerprint_mismatch(pseudonyms_request, pseudonyms) -> None:
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", pseudonyms, False)
+    reply.content["peer"]["fingerprint"] = protocol.fingerprint(pseudonyms[::-1])
+    with pytest.raises(PeerReplyError, match="alice: pseudonyms do not match"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+def test_tampered_pseudonyms_fail_the_fingerprint(pseudonyms_request,
+                                                  pseudonyms) -> None:
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", pseudonyms, False)
+    _with_array(reply, "pseudonyms", "pseudonyms", pseudonyms[::-1])
+    with pytest.raises(PeerReplyError, match="alice: pseudonyms do not match"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+@pytest.mark.parametrize("key", ["name", "fingerprint", "has-label"])
+def test_peer_info_missing_a_key(pseudonyms_request, pseudonyms, key: str) -> None:
+    reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", pseudonyms, False)
+    del reply.content["peer"][key]
+    with pytest.raises(PeerReplyError, match=f"node 5: reply lacks 'peer.{key}'"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+def test_pseudonyms_reply_missing_a_record(pseudonyms_request, pseudonyms) -> None:
+    reply = Message(RecordDict({
+        "pseudonyms": ArrayRecord({"pseudonyms": Array(pseudonyms)}),
+    }), reply_to=pseudonyms_request)
+    with pytest.raises(PeerReplyError, match="node 5: reply lacks the 'peer' record"):
+        protocol.read_pseudonyms(reply, "node 5")
+    reply = Message(RecordDict({
+        "peer": ConfigRecord({"name": "alice", "fingerprint": "x", "has-label": False}),
+    }), reply_to=pseudonyms_request)
+    with pytest.raises(PeerReplyError, match="alice: reply lacks the 'pseudonyms'"):
+        protocol.read_pseudonyms(reply, "node 5")
+
+
+# --------------------------------------------------------------------- labels
+@pytest.fixture
+def labels_request() -> Message:
+    return protocol.labels_request(PEER_NODE, np.array([2, 0, 1]))
+
+
+def test_read_labels_numeric(labels_request) -> None:
+    reply = protocol.labels_reply(labels_request, np.array([1.5, -2.0, 3.25]), [])
+    labels, classes = protocol.read_labels(_over_the_wire(reply), "alice", 3)
+    assert labels.dtype == np.float64
+    np.testing.assert_array_equal(labels, [1.5, -2.0, 3.25])
+    assert classes == []
+
+
+def test_read_labels_with_class_names(labels_request) -> None:
+    reply = protocol.labels_reply(labels_request, np.array([1, 0, 1]), ["no", "yes"])
+    labels, classes = protocol.read_labels(_over_the_wire(reply), "alice", 3)
+    np.testing.assert_array_equal(labels, [1.0, 0.0, 1.0])
+    assert classes == ["no", "yes"]
+
+
+def test_labels_of_the_wrong_shape(labels_request) -> None:
+    reply = protocol.labels_reply(labels_request, np.zeros(4), [])
+    with pytest.raises(PeerReplyError, match=r"alice: sent labels of shape \(4,\), "
+                                             r"expected \(3,\)"):
+        protocol.read_labels(reply, "alice", 3)
+    reply = protocol.labels_reply(labels_request, np.zeros((3, 1)), [])
+    with pytest.raises(PeerReplyError, match="alice: sent labels of shape"):
+        protocol.read_labels(reply, "alice", 3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_labels(labels_request, bad: float) -> None:
+    reply = protocol.labels_reply(labels_request, np.array([1.0, bad, 0.0]), [])
+    with pytest.raises(PeerReplyError, match="alice: sent missing or non-finite"):
+        protocol.read_labels(reply, "alice", 3)
+
+
+def test_labels_reply_missing_a_record(labels_request) -> None:
+    reply = Message(RecordDict({
+        "labels": ArrayRecord({"labels": Array(np.zeros(3))}),
+    }), reply_to=labels_request)
+    with pytest.raises(PeerReplyError, match="alice: reply lacks the 'label-info'"):
+        protocol.read_labels(reply, "alice", 3)
+    reply = Message(RecordDict({"label-info": ConfigRecord({"classes": []})}),
+                    reply_to=labels_request)
+    with pytest.raises(PeerReplyError, match="alice: reply lacks the 'labels'"):
+        protocol.read_labels(reply, "alice", 3)

@@ -1,0 +1,193 @@
+"""Run the app on a local Flower simulation federation through ``flwr run``.
+
+Used by the scenario scripts, the benchmarks and the end-to-end tests, so all
+of them drive the real Flower stack the way a user does. Each
+:class:`LocalFederation` has its own ``FLWR_HOME`` and stops, by process id,
+the managed local SuperLink that its runs started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.cli.constant import LOCAL_SUPERLINK_HTTP_API_PORT
+
+__all__ = ["LocalFederation", "LocalRun", "PROJECT_ROOT", "format_run_config"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_REPORT_LINE = re.compile(r"\[report\] (\S+report\.json)")
+
+
+@dataclass
+class LocalRun:
+    """One finished ``flwr run``: its exit code, output and report (if any)."""
+
+    returncode: int
+    output: str
+    seconds: float
+    report_path: Path | None
+
+    @property
+    def report(self) -> dict:
+        """The run's ``report.json`` as a dict."""
+        if self.report_path is None:
+            raise RuntimeError("the run wrote no report; its output:\n"
+                               + self.output[-3000:])
+        return json.loads(self.report_path.read_text())
+
+
+def format_run_config(config: Mapping[str, object]) -> str:
+    """Format a dict as the value of ``flwr run --run-config``."""
+    parts = []
+    for key, value in config.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(value)
+        else:
+            text = json.dumps(str(value))
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class LocalFederation:
+    """A private ``FLWR_HOME`` whose managed local SuperLink is stopped on exit.
+
+    Parameters
+    ----------
+    flwr_home : str | Path | None (default: None)
+        Directory for Flower's state; a new temporary one if None.
+    app_dir : str | Path (default: the project root)
+        The Flower App to run.
+    echo : bool (default: False)
+        Also copy the run's output to this process's stdout as it arrives.
+    """
+
+    def __init__(
+        self,
+        flwr_home: str | Path | None = None,
+        app_dir: str | Path = PROJECT_ROOT,
+        echo: bool = False,
+    ) -> None:
+        self._own_home = flwr_home is None
+        self.flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="vfl-flwr-home-"))
+        self.app_dir = Path(app_dir)
+        self.echo = echo
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        run_config: Mapping[str, object] | None = None,
+        num_peers: int = 3,
+        timeout: float = 1800.0,
+    ) -> LocalRun:
+        """Run the app with ``num_peers`` simulated SuperNodes and wait for it."""
+        if not self.superlink_pids() and _local_superlink_answers():
+            raise RuntimeError(
+                "another local Flower SuperLink already listens on 127.0.0.1:"
+                f"{LOCAL_SUPERLINK_HTTP_API_PORT}; stop it (`flwr local stop` with "
+                "its FLWR_HOME) so that this run does not use a stale one"
+            )
+        command = [
+            _flwr(), "run", str(self.app_dir), "--stream",
+            "--federation-config", f"num-supernodes={num_peers}",
+        ]
+        if run_config:
+            command += ["--run-config", format_run_config(run_config)]
+        env = os.environ | {
+            # flwr starts `flower-superlink` from PATH: use this environment's.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "FLWR_HOME": str(self.flwr_home),
+            # The app's dependencies are installed already; without this the
+            # SuperLink would `uv sync` them into a fresh environment per run.
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        }
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, cwd=self.app_dir,
+        )
+        lines = []
+        deadline = time.monotonic() + timeout
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if self.echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            if time.monotonic() > deadline:
+                process.kill()
+                lines.append(f"vfl_embed: flwr run killed after {timeout:.0f} s\n")
+                break
+        returncode = process.wait()
+        output = "".join(lines)
+        match = _REPORT_LINE.search(output)
+        report = Path(match.group(1)) if match else None
+        return LocalRun(returncode, output, time.perf_counter() - started, report)
+
+    def superlink_pids(self) -> list[int]:
+        """Process ids of SuperLinks started with this ``FLWR_HOME``."""
+        marker = str(self.flwr_home)
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "flower-superlink" in cmdline and marker in cmdline:
+                pids.append(int(proc.name))
+        return pids
+
+    def close(self) -> None:
+        """Stop this federation's SuperLink (and its children), then clean up."""
+        for pid in self.superlink_pids():
+            _terminate_group(pid)
+        if self._own_home:
+            shutil.rmtree(self.flwr_home, ignore_errors=True)
+
+
+def _terminate_group(pid: int) -> None:
+    # The managed SuperLink is started detached, in its own process group,
+    # together with the simulation and Ray processes it spawns.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(os.getpgid(pid), sig)
+        except ProcessLookupError:
+            return
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)
+
+
+def _local_superlink_answers() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", int(LOCAL_SUPERLINK_HTTP_API_PORT))) == 0
+
+
+def _flwr() -> str:
+    candidate = Path(sys.executable).with_name("flwr")
+    return str(candidate) if candidate.exists() else "flwr"
