@@ -103,11 +103,6 @@ def test_no_feature_columns_names_peer(frame: pd.DataFrame) -> None:
         PeerTable(frame[["key"]], "key", "alice")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data.py: the 'no feature columns' error says 'the ID column' but not "
-    "its name, and ignores the label column that was also set apart",
-)
 def test_no_feature_columns_names_the_id_column(frame: pd.DataFrame) -> None:
     with pytest.raises(PeerDataError, match="alice") as err:
         PeerTable(frame[["key", "y"]], "key", "alice", label_column="y")
@@ -129,11 +124,6 @@ def test_all_missing_column_names_peer_and_column(frame: pd.DataFrame) -> None:
     assert "'age'" not in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data.py PeerTable.__init__: the all-missing-column check runs before "
-    "the no-rows check, and every column of a 0-row table is 'all missing'",
-)
 def test_empty_table_names_peer() -> None:
     empty = pd.DataFrame({"id": pd.Series([], dtype=str),
                           "v": pd.Series([], dtype=float)})

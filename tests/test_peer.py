@@ -319,12 +319,6 @@ def test_no_secret_names_the_peer(deployment: dict) -> None:
         peer_from_context(config, {"alignment-secret": "run-wide"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="peer._node_secret returns '' for an empty secret file; "
-    "KeyedHashAlignment then raises a plain ValueError without the peer's name, "
-    "which the ClientApp does not turn into an error reply",
-)
 def test_empty_secret_file_names_the_peer(deployment: dict, tmp_path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")

@@ -91,11 +91,6 @@ def test_read_plan_with_train_targets() -> None:
     np.testing.assert_array_equal(targets, [1.0, 0.0, 2.0])
 
 
-@pytest.mark.xfail(
-    strict=True, raises=KeyError,
-    reason="protocol.read_plan reads 'is-test', which labels_request never sends; "
-    "the ClientApp's labels handler fails with KeyError('is-test')",
-)
 def test_read_plan_of_a_labels_request() -> None:
     request = protocol.labels_request(PEER_NODE, np.array([3, 1]))
     assert request.metadata.message_type == protocol.QUERY_LABELS

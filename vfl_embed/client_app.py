@@ -65,5 +65,7 @@ def embed(message: Message, peer: Peer) -> Message:
             f"{peer.name}: the data changed since alignment; restart the run"
         )
     positions, is_test, targets = protocol.read_plan(message)
+    if is_test is None:
+        raise PeerDataError(f"{peer.name}: the embed request lacks its train/test plan")
     latents, metrics = peer.embed(positions, is_test, config, targets)
     return protocol.embed_reply(message, latents, metrics)

@@ -98,6 +98,8 @@ class PeerTable:
         self.labels: pd.Series | None = (
             frame[label_column].reset_index(drop=True) if label_column else None
         )
+        if len(self.ids) == 0:
+            raise PeerDataError(f"{peer}: the table has no rows")
         empty = [c for c in self.features.columns if self.features[c].isna().all()]
         if empty:
             raise PeerDataError(
@@ -105,9 +107,8 @@ class PeerTable:
                 "drop them or fill them in"
             )
         if require_features and self.features.shape[1] == 0:
-            raise PeerDataError(f"{peer}: no feature columns besides the ID column")
-        if len(self.ids) == 0:
-            raise PeerDataError(f"{peer}: the table has no rows")
+            set_apart = f"'{id_column}'" + (f" and '{label_column}'" if label_column else "")
+            raise PeerDataError(f"{peer}: no feature columns besides {set_apart}")
 
     @classmethod
     def from_file(

@@ -180,6 +180,8 @@ def peer_from_context(
     num_partitions = int(node_config["num-partitions"])
     name = f"peer-{partition}"
     secret = str(run_config.get("alignment-secret", ""))
+    if not secret:
+        raise PeerDataError(f"{name}: run config 'alignment-secret' is empty")
     return Peer(_simulated_table(partition, num_partitions, name, run_config),
                 KeyedHashAlignment(secret), simulated=True)
 
@@ -223,7 +225,10 @@ def _node_secret(node_config: Mapping[str, object], name: str) -> str:
         )
     if not Path(path).is_file():
         raise PeerDataError(f"{name}: alignment secret file '{path}' does not exist")
-    return Path(path).read_text().strip()
+    secret = Path(path).read_text().strip()
+    if not secret:
+        raise PeerDataError(f"{name}: alignment secret file '{path}' is empty")
+    return secret
 
 
 def _peer_seed(seed: int, name: str) -> int:

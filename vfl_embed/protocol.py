@@ -112,11 +112,18 @@ def embed_reply(
     return Message(content, reply_to=request)
 
 
-def read_plan(message: Message) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Return ``(positions, is_test, train_targets or None)`` of a request."""
+def read_plan(
+    message: Message,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Return ``(positions, is_test, train_targets)`` of a request.
+
+    ``is_test`` is None in a ``query.labels`` request; ``train_targets`` is
+    None unless the encoders are supervised.
+    """
     plan = message.content[PLAN]
+    is_test = plan[IS_TEST].numpy().astype(bool) if IS_TEST in plan else None
     targets = plan[TRAIN_TARGETS].numpy() if TRAIN_TARGETS in plan else None
-    return plan[POSITIONS].numpy(), plan[IS_TEST].numpy().astype(bool), targets
+    return plan[POSITIONS].numpy(), is_test, targets
 
 
 # -------------------------------------------------------------- server side
