@@ -1,9 +1,12 @@
 """Keras autoencoders a peer trains on its own columns, and their metrics.
 
-The reference architecture is the paper's (encoder ``N -> 128 -> 64 -> 40 -> M``,
-mirrored decoder, ReLU, MAE loss, Adam). Our default differs in two measured
-ways: a linear latent layer (a ReLU latent collapses many units to zero) and
-a larger learning rate with early stopping on a validation split.
+The paper's reference architecture (encoder ``N -> 128 -> 64 -> 40 -> M``,
+mirrored decoder, ReLU, MAE loss, Adam 1e-4) stays one run-config away
+(``hidden-sizes="128,64,40" activation="relu" latent-activation="relu"
+loss="mae" learning-rate=0.0001``). Our default differs where measurement on
+Ames told us to: a linear latent layer (a ReLU latent collapses units to
+zero), one tanh hidden layer, MSE loss, a 32-dim latent, Adam 1e-3 and early
+stopping on a validation split (see the README's scenario table).
 """
 
 from __future__ import annotations
@@ -75,21 +78,22 @@ class Autoencoder:
 
     Parameters
     ----------
-    latent_dim : int (default: 16)
+    latent_dim : int (default: 32)
         Width of the latent vectors the peer shares.
-    hidden_sizes : Sequence[int] (default: (128, 64, 40))
-        Encoder hidden widths; the decoder mirrors them.
-    activation : str (default: "relu")
-        Hidden-layer activation.
+    hidden_sizes : Sequence[int] (default: (128,))
+        Encoder hidden widths; the decoder mirrors them. The paper's are
+        ``(128, 64, 40)``.
+    activation : str (default: "tanh")
+        Hidden-layer activation; the paper used ``"relu"``.
     latent_activation : str (default: "linear")
         Latent-layer activation; the paper used ``"relu"``.
-    loss : str (default: "mae")
-        Reconstruction loss, ``"mae"`` or ``"mse"``.
+    loss : str (default: "mse")
+        Reconstruction loss, ``"mae"`` (the paper's) or ``"mse"``.
     learning_rate : float (default: 1e-3)
         Adam learning rate; the paper used 1e-4.
-    epochs : int (default: 300)
+    epochs : int (default: 200)
         Maximum number of epochs.
-    batch_size : int (default: 64)
+    batch_size : int (default: 128)
         Mini-batch size.
     validation_split : float (default: 0.1)
         Share of training rows held out for early stopping; 0 disables it.
@@ -107,14 +111,14 @@ class Autoencoder:
 
     def __init__(
         self,
-        latent_dim: int = 16,
-        hidden_sizes: Sequence[int] = (128, 64, 40),
-        activation: str = "relu",
+        latent_dim: int = 32,
+        hidden_sizes: Sequence[int] = (128,),
+        activation: str = "tanh",
         latent_activation: str = "linear",
-        loss: str = "mae",
+        loss: str = "mse",
         learning_rate: float = 1e-3,
-        epochs: int = 300,
-        batch_size: int = 64,
+        epochs: int = 200,
+        batch_size: int = 128,
         validation_split: float = 0.1,
         patience: int = 20,
         task: str = "",

@@ -23,6 +23,20 @@ from .datasets import ID_COLUMN, load_dataset, vertical_split
 
 __all__ = ["Peer", "peer_from_context"]
 
+# Run-config key -> (Autoencoder parameter, type); absent keys keep its defaults.
+_ENCODER_PARAMS = {
+    "latent-dim": ("latent_dim", int),
+    "activation": ("activation", str),
+    "latent-activation": ("latent_activation", str),
+    "loss": ("loss", str),
+    "learning-rate": ("learning_rate", float),
+    "epochs": ("epochs", int),
+    "batch-size": ("batch_size", int),
+    "validation-split": ("validation_split", float),
+    "patience": ("patience", int),
+    "supervised-weight": ("supervised_weight", float),
+}
+
 
 class Peer:
     """The work one peer does for the strategy.
@@ -131,23 +145,14 @@ class Peer:
             return IdentityEncoder()
         if kind != "autoencoder":
             raise PeerDataError(f"{self.name}: unknown encoder '{kind}'")
+        kwargs = {attr: cast(config[key]) for key, (attr, cast) in _ENCODER_PARAMS.items()
+                  if key in config}
+        if "hidden-sizes" in config:
+            kwargs["hidden_sizes"] = tuple(
+                int(h) for h in str(config["hidden-sizes"]).split(",") if h.strip())
         task = str(config.get("task", "")) if train_targets is not None else ""
-        hidden = str(config.get("hidden-sizes", "128,64,40"))
-        return Autoencoder(
-            latent_dim=int(config.get("latent-dim", 16)),
-            hidden_sizes=tuple(int(h) for h in hidden.split(",") if h.strip()),
-            activation=str(config.get("activation", "relu")),
-            latent_activation=str(config.get("latent-activation", "linear")),
-            loss=str(config.get("loss", "mae")),
-            learning_rate=float(config.get("learning-rate", 1e-3)),
-            epochs=int(config.get("epochs", 300)),
-            batch_size=int(config.get("batch-size", 64)),
-            validation_split=float(config.get("validation-split", 0.1)),
-            patience=int(config.get("patience", 20)),
-            task=task,
-            supervised_weight=float(config.get("supervised-weight", 1.0)),
-            seed=_peer_seed(int(config.get("seed", 42)), self.name),
-        )
+        seed = _peer_seed(int(config.get("seed", 42)), self.name)
+        return Autoencoder(task=task, seed=seed, **kwargs)
 
 
 def peer_from_context(
