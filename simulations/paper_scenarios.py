@@ -108,10 +108,13 @@ def chart(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="*", default=list(DATASETS),
-                        choices=list(DATASETS))
+                        help=f"any of {', '.join(DATASETS)} (default: all)")
     parser.add_argument("--out", type=Path,
                         default=PROJECT_ROOT / "results" / "scenarios")
     args = parser.parse_args()
+    unknown = sorted(set(args.datasets) - set(DATASETS))
+    if unknown:
+        parser.error(f"unknown datasets {unknown}; choose from {list(DATASETS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with LocalFederation() as fed:

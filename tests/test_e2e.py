@@ -82,18 +82,21 @@ def _leaks(log_dir, dataset, num_peers: int) -> list[str]:
 
 
 def test_peer_messages_hold_no_raw_value_and_no_raw_id(run_app, tmp_path):
-    dataset = load_dataset("titanic")
+    # Digits: 21-22 pixel columns per peer. (A peer holding a single numeric
+    # column, like Titanic's 'age' peer, sends a monotone function of it
+    # whatever the encoder; this check flags that too.)
+    dataset = load_dataset("digits")
+    common = {"dataset": "digits", "model": "logistic", "latent-dim": 8}
     log_dir = tmp_path / "log-ae"
-    run = run_app(3, dataset="titanic", **{"message-log-dir": str(log_dir)})
+    run = run_app(3, **common, **{"message-log-dir": str(log_dir)})
     assert run.returncode == 0, run.output[-3000:]
     assert _leaks(log_dir, dataset, 3) == []
     # The same check catches a leak: the raw-column baseline sends the
     # standardized columns themselves.
     leak_dir = tmp_path / "log-raw"
-    leaking = run_app(3, dataset="titanic", encoder="none",
-                      **{"message-log-dir": str(leak_dir)})
+    leaking = run_app(3, **common, encoder="none", **{"message-log-dir": str(leak_dir)})
     assert leaking.returncode == 0, leaking.output[-3000:]
-    assert "age" in _leaks(leak_dir, dataset, 3)
+    assert "pixel_4_4" in _leaks(leak_dir, dataset, 3)
 
 
 # ----------------------------------------------------------------- bad input

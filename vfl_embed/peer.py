@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
+from logging import WARNING
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from flwr.common.logger import log
 
 from .alignment import KeyedHashAlignment
 from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
@@ -105,6 +107,10 @@ class Peer:
         preprocessor = Preprocessor(peer=self.name).fit(frame[train])
         x = preprocessor.transform(frame)
         encoder = self._encoder(config, train_targets)
+        if getattr(encoder, "latent_dim", 0) >= x.shape[1]:
+            log(WARNING, "%s: latent-dim %d >= its %d encoded features: the latent "
+                "does not compress and may be invertible", self.name,
+                encoder.latent_dim, x.shape[1])
         encoder.fit(x[train], train_targets)
         latents = encoder.transform(x)
         test_x = x[is_test] if is_test.any() else x[train]
