@@ -182,3 +182,10 @@ def test_label_file_not_covering_aligned_ids(run_app, peer_files):
     paths, labels = peer_files
     pd.read_csv(labels).iloc[100:].to_csv(labels, index=False)
     _stopped_with(_run_files(run_app, paths, labels), "the label file does not cover")
+
+
+def test_labels_from_a_label_holding_peer(run_app):
+    run = run_app(3, dataset="titanic", **{"label-source": "peer"})
+    assert run.returncode == 0, run.output[-3000:]
+    assert "[align] asking peer-0 for the labels of aligned rows" in run.output
+    assert run.report["held_out_metrics"]["accuracy"] > 0.7

@@ -15,7 +15,7 @@ from .message_log import message_log_mod
 from .peer import Peer, peer_from_context
 
 # TensorFlow's C++ start-up chatter would bury the run's own progress lines.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = ClientApp(mods=[message_log_mod])
 
