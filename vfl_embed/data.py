@@ -100,12 +100,7 @@ class PeerTable:
         )
         if len(self.ids) == 0:
             raise PeerDataError(f"{peer}: the table has no rows")
-        empty = [c for c in self.features.columns if self.features[c].isna().all()]
-        if empty:
-            raise PeerDataError(
-                f"{peer}: column(s) {_preview(empty)} have no usable values; "
-                "drop them or fill them in"
-            )
+        check_usable(self.features, peer)
         if require_features and self.features.shape[1] == 0:
             set_apart = f"'{id_column}'" + (f" and '{label_column}'" if label_column else "")
             raise PeerDataError(f"{peer}: no feature columns besides {set_apart}")
@@ -158,7 +153,7 @@ class Preprocessor:
         self.categorical_columns_ = [
             c for c in frame.columns if c not in self.numeric_columns_
         ]
-        self._check_usable(frame)
+        check_usable(frame, self.peer, where=" in the training rows")
         numeric = frame[self.numeric_columns_].astype(float)
         self.medians_ = numeric.median()
         self.means_ = numeric.fillna(self.medians_).mean()
@@ -208,14 +203,6 @@ class Preprocessor:
             start += width
         return slices
 
-    def _check_usable(self, frame: pd.DataFrame) -> None:
-        empty = [c for c in frame.columns if frame[c].notna().sum() == 0]
-        if empty:
-            raise PeerDataError(
-                f"{self.peer}: column(s) {_preview(empty)} have no usable values "
-                "in the training rows; drop them or fill them in"
-            )
-
     def _frequent_levels(self, column: pd.Series) -> list[str]:
         counts = self._as_levels(column).value_counts(normalize=True)
         frequent = sorted(counts[counts >= self.min_level_fraction].index)
@@ -228,6 +215,16 @@ class Preprocessor:
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):
             raise RuntimeError("Preprocessor is not fitted; call fit() first")
+
+
+def check_usable(frame: pd.DataFrame, peer: str, where: str = "") -> None:
+    """Raise :class:`PeerDataError` naming the columns of ``frame`` with no values."""
+    empty = [c for c in frame.columns if frame[c].isna().all()]
+    if empty:
+        raise PeerDataError(
+            f"{peer}: column(s) {_preview(empty)} have no usable values{where}; "
+            "drop them or fill them in"
+        )
 
 
 def _preview(values: object, limit: int = 5) -> str:

@@ -102,8 +102,8 @@ class LocalFederation:
         if not self.superlink_pids() and _local_superlink_answers():
             raise RuntimeError(
                 "another local Flower SuperLink already listens on 127.0.0.1:"
-                f"{LOCAL_SUPERLINK_HTTP_API_PORT}; stop it (`flwr local stop` with "
-                "its FLWR_HOME) so that this run does not use a stale one"
+                f"{LOCAL_SUPERLINK_HTTP_API_PORT}; stop it (e.g. `pkill -f "
+                "flower-superlink`) so that this run does not use a stale one"
             )
         command = [
             _flwr(), "run", str(self.app_dir), "--stream",
