@@ -15,7 +15,7 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -216,6 +216,24 @@ def test_error_reply_without_reason_reports_the_code(embed_request) -> None:
     reply = Message(Error(protocol.PEER_INPUT_ERROR), reply_to=embed_request)
     with pytest.raises(PeerReplyError, match="node 5: failed: error code 100"):
         protocol.check_reply(reply, "node 5")
+
+
+@pytest.mark.parametrize(("code", "unreachable"), [
+    (ErrorCode.NODE_UNAVAILABLE, True),
+    (ErrorCode.REPLY_MESSAGE_UNAVAILABLE, True),
+    (ErrorCode.MESSAGE_UNAVAILABLE, True),
+    (protocol.PEER_INPUT_ERROR, False),
+    (ErrorCode.CLIENT_APP_RAISED_EXCEPTION, False),
+])
+def test_unreachable_replies_are_told_from_peer_failures(embed_request, code,
+                                                         unreachable) -> None:
+    reply = Message(Error(code, "reason"), reply_to=embed_request)
+    assert protocol.is_unreachable(_over_the_wire(reply)) is unreachable
+
+
+def test_a_normal_reply_is_not_unreachable(embed_request) -> None:
+    reply = Message(RecordDict(), reply_to=embed_request)
+    assert not protocol.is_unreachable(reply)
 
 
 # ----------------------------------------------------------------- pseudonyms

@@ -6,12 +6,16 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["BUILTIN_DATASETS", "Dataset", "load_dataset", "vertical_split"]
+__all__ = ["BUILTIN_DATASETS", "Dataset", "load_dataset", "vertical_split",
+           "write_peer_files"]
 
 ID_COLUMN = "id"
 
@@ -139,3 +143,58 @@ def vertical_split(
     rng = np.random.default_rng([seed, peer])
     rows = rng.choice(n_rows, size=round(coverage * n_rows), replace=False)
     return dataset.features.iloc[rows][[ID_COLUMN, *group]].reset_index(drop=True)
+
+
+def write_peer_files(
+    name: str,
+    organizations: Sequence[str],
+    directory: str | Path,
+    coverage: float = 0.95,
+    seed: int = 42,
+) -> list[Path]:
+    """Write a built-in dataset as one CSV per organization, for deployments.
+
+    Organization ``i`` gets ``<directory>/<org>/peer-<i>.csv``: the table
+    :func:`vertical_split` gives simulated peer ``i``; the first one also
+    holds the label column (so ``label-source = "peer"`` works). Simulation
+    on the same files (run config ``data-paths``) sees the same tables.
+    """
+    dataset = load_dataset(name)
+    paths = []
+    for index, org in enumerate(organizations):
+        frame = vertical_split(dataset, len(organizations), index, coverage, seed)
+        if index == 0:
+            frame = frame.merge(dataset.labels, on=ID_COLUMN, how="left")
+        folder = Path(directory) / org
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(folder / f"peer-{index}.csv")
+        frame.to_csv(paths[-1], index=False)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m vfl_embed.datasets --help``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vfl_embed.datasets",
+        description="Write a built-in dataset as one CSV per organization "
+                    "(<out>/<org>/peer-<i>.csv; the first holds the label).",
+    )
+    parser.add_argument("dataset", choices=sorted(BUILTIN_DATASETS))
+    parser.add_argument("organizations", nargs="+")
+    parser.add_argument("--out", default="data")
+    parser.add_argument("--coverage", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    try:
+        paths = write_peer_files(args.dataset, args.organizations, args.out,
+                                 args.coverage, args.seed)
+    except ValueError as err:
+        parser.error(str(err))
+    target = load_dataset(args.dataset).target
+    for path in paths:
+        print(path)
+    print(f"label column '{target}' is in {paths[0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,7 @@ import hashlib
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 
 from .alignment import PSEUDONYM_BYTES
 
@@ -62,6 +63,8 @@ METRICS = "metrics"
 
 # Error code a peer uses for input it cannot use (Flower's own codes are < 10).
 PEER_INPUT_ERROR = 100
+_UNREACHABLE = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+                ErrorCode.NODE_UNAVAILABLE)
 
 
 class PeerReplyError(RuntimeError):
@@ -156,6 +159,15 @@ def embed_request(
         plan[TRAIN_TARGETS] = _array(train_targets.astype(np.float64))
     return Message(RecordDict({PLAN: plan, CONFIG: config}), dst_node_id=node_id,
                    message_type=TRAIN_EMBED)
+
+
+def is_unreachable(reply: Message) -> bool:
+    """Tell whether the SuperLink answered for a peer it could not reach.
+
+    Such replies come from the SuperLink itself (the destination node missed
+    its heartbeats, or the message expired), not from the peer's code.
+    """
+    return reply.has_error() and reply.error.code in _UNREACHABLE
 
 
 def check_reply(reply: Message, peer: str) -> None:

@@ -58,6 +58,7 @@ def write_report(
         "peers": {p: {"rows": result.peer_rows.get(p, 0),
                       "latent_bytes_sent": result.bytes_received.get(p, 0), **m}
                   for p, m in sorted(result.peer_metrics.items())},
+        "dropped_peers": result.dropped_peers,
         "seconds": result.seconds,
         "classes": result.classes,
         "model_file": paths["model"].name,
@@ -79,6 +80,8 @@ def _markdown(result: VerticalResult, summary: dict) -> str:
         f"{result.task} with {result.model.kind} on the joined latents of "
         f"{len(result.peer_metrics)} peers; {result.n_entities} aligned entities "
         f"({result.n_train} train, {result.n_test} held out). Time: {timing}.",
+        *[f"**Finished without {name}**, which {why}." for name, why in
+          sorted(result.dropped_peers.items())],
         "## Downstream metrics\n\n" + metrics_table(result),
         "## Peers\n\nRepresentation metrics on held-out rows (reconstruction MAE "
         "on the standardized, one-hot encoded columns; share of observations "

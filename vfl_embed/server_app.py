@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
@@ -20,6 +19,10 @@ from .report import metrics_table, peer_table, write_report
 from .strategy import ServerLabels, VerticalEmbedding, VerticalRunError
 
 app = ServerApp()
+
+
+class RunStoppedError(Exception):
+    """The run stopped on an error already logged; Flower marks it failed."""
 
 # Run-config keys forwarded to every peer's encoder.
 ENCODER_KEYS = (
@@ -38,12 +41,18 @@ def main(grid: Grid, context: Context) -> None:
         result = strategy.start(grid, timeout=float(config.get("timeout", 900.0)))
     except (PeerDataError, PeerReplyError, VerticalRunError) as err:
         log(ERROR, "vfl_embed stopped before learning: %s", err)
-        sys.exit(1)
+        # An exception, not sys.exit: Flower then flushes the run's logs and
+        # marks it failed; SystemExit would bypass both.
+        raise RunStoppedError(str(err)) from None
     directory = results_directory(config)
     paths = write_report(result, directory, config)
     log(INFO, "[learn] held-out metrics (%d entities):\n%s", result.n_test,
         metrics_table(result))
     log(INFO, "[learn] peers:\n%s", peer_table(result))
+    if result.dropped_peers:
+        log(WARNING, "[learn] finished with %d peers, without %s (min-peers=%s)",
+            len(result.peer_metrics), ", ".join(sorted(result.dropped_peers)),
+            config.get("min-peers"))
     log(INFO, "[report] %s", paths["json"])
     log(INFO, "[report] written to %s", directory)
 
@@ -65,6 +74,7 @@ def strategy_from_config(config: Mapping[str, object]) -> VerticalEmbedding:
         test_fraction=float(config.get("test-fraction", 0.2)),
         min_entities=int(config.get("min-entities", 50)),
         num_peers=int(config.get("num-peers", 0)),
+        min_peers=int(config.get("min-peers", 0)),
         seed=int(config.get("seed", 42)),
     )
 

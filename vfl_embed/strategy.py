@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from logging import INFO
+from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -62,6 +62,7 @@ class VerticalResult:
     model: DownstreamModel
     seconds: dict[str, float]
     bytes_received: dict[str, int]
+    dropped_peers: dict[str, str] = field(default_factory=dict)
 
 
 class VerticalEmbedding(Strategy):
@@ -104,6 +105,12 @@ class VerticalEmbedding(Strategy):
         Fewest aligned entities the run accepts.
     num_peers : int (default: 0)
         Peers to wait for before aligning; 0 takes the nodes connected.
+    min_peers : int (default: 0)
+        Fewest peers the run may finish with. A peer that does not answer a
+        phase within the timeout, or that the SuperLink reports unreachable,
+        stops the run with an error naming it; with ``min_peers`` set, the
+        run instead goes on without it while at least ``min_peers`` remain,
+        and the result lists it in ``dropped_peers``. 0 means every peer.
     seed : int (default: 42)
         Seed of the split and the downstream model.
     """
@@ -119,10 +126,14 @@ class VerticalEmbedding(Strategy):
         test_fraction: float = 0.2,
         min_entities: int = 50,
         num_peers: int = 0,
+        min_peers: int = 0,
         seed: int = 42,
     ) -> None:
         if task not in ("auto", "regression", "classification"):
             raise ValueError(f"task must be auto, regression or classification: {task}")
+        if min_peers < 0 or (num_peers and min_peers > num_peers):
+            raise ValueError(f"min_peers must be between 0 and num_peers={num_peers}, "
+                             f"got {min_peers}")
         self.encoder_config = encoder_config or ConfigRecord()
         self.server_labels = server_labels
         self.task = task
@@ -132,12 +143,14 @@ class VerticalEmbedding(Strategy):
         self.test_fraction = test_fraction
         self.min_entities = min_entities
         self.num_peers = num_peers
+        self.min_peers = min_peers
         self.seed = seed
         self._peers: dict[int, str] = {}
         self._fingerprints: dict[int, str] = {}
         self._plan: AlignmentPlan | None = None
         self._rows: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
+        self._dropped: dict[str, str] = {}
         self._y = np.empty(0)
         self._classes: list[str] = []
         self._resolved_task = task
@@ -162,11 +175,11 @@ class VerticalEmbedding(Strategy):
         started = time.perf_counter()
         log(INFO, "[embed] %d peers fit their encoders on %d training rows",
             len(self._peers), int((~self._plan.is_test).sum()))
-        replies = grid.send_and_receive(
-            self.configure_train(1, ArrayRecord(), ConfigRecord(), grid),
-            timeout=timeout,
+        replies = self._exchange(
+            grid, list(self.configure_train(1, ArrayRecord(), ConfigRecord(), grid)),
+            "embed", timeout,
         )
-        joined, metrics = self.aggregate_train(1, replies)
+        joined, metrics = self.aggregate_train(1, replies.values())
         seconds["fit-embed"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -198,7 +211,7 @@ class VerticalEmbedding(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate every peer's latents and join them in peer-name order."""
         plan = self._require_plan()
-        by_peer = self._by_peer(replies, "embed")
+        by_peer = {self._peers[r.metadata.src_node_id]: r for r in replies}
         blocks, metrics = [], {}
         for name in sorted(by_peer):
             latents, peer_metrics = protocol.read_latents(by_peer[name], name, len(plan))
@@ -234,17 +247,12 @@ class VerticalEmbedding(Strategy):
     def _align(self, grid: Grid, timeout: float) -> None:
         node_ids = self._wait_for_nodes(grid, timeout)
         log(INFO, "[align] asking %d peers for keyed pseudonyms", len(node_ids))
-        replies = grid.send_and_receive(
-            [protocol.pseudonyms_request(n, ConfigRecord({})) for n in node_ids],
-            timeout=timeout,
+        replies = self._exchange(
+            grid, [protocol.pseudonyms_request(n, ConfigRecord({})) for n in node_ids],
+            "alignment", timeout,
         )
-        replies = {r.metadata.src_node_id: r for r in replies}
         pseudonyms, has_label = {}, []
-        for node_id in node_ids:
-            reply = replies.get(node_id)
-            if reply is None:
-                raise PeerReplyError(f"node {node_id}", "did not answer the "
-                                     f"alignment query within {timeout:.0f} s")
+        for node_id, reply in sorted(replies.items()):
             values, info = protocol.read_pseudonyms(reply, f"node {node_id}")
             name = info[protocol.NAME]
             if name in pseudonyms:
@@ -298,6 +306,7 @@ class VerticalEmbedding(Strategy):
             n_entities=len(plan), n_train=int(train.sum()), n_test=int(test.sum()),
             classes=self._classes, y_test=y[test], y_pred=model.predict(joined[test]),
             model=model, seconds={}, bytes_received=dict(self._bytes),
+            dropped_peers=dict(self._dropped),
         )
 
     # ------------------------------------------------------------- helpers
@@ -331,12 +340,11 @@ class VerticalEmbedding(Strategy):
             )
         node_id, name = has_label[0]
         log(INFO, "[align] asking %s for the labels of aligned rows", name)
-        replies = list(grid.send_and_receive(
-            [protocol.labels_request(node_id, plan.positions[name])], timeout=timeout
-        ))
-        if not replies:
-            raise PeerReplyError(name, f"sent no labels within {timeout:.0f} s")
-        return protocol.read_labels(replies[0], name, len(plan))
+        replies = self._exchange(
+            grid, [protocol.labels_request(node_id, plan.positions[name])],
+            "labels", timeout, droppable=False,
+        )
+        return protocol.read_labels(replies[node_id], name, len(plan))
 
     def _check_label_coverage(self, pseudonyms: dict, plan: AlignmentPlan) -> None:
         peers_only = intersect(
@@ -368,19 +376,49 @@ class VerticalEmbedding(Strategy):
                              for v in values]
         return codes
 
-    def _by_peer(self, replies: Iterable[Message], phase: str) -> dict[str, Message]:
-        by_peer = {}
+    def _exchange(
+        self, grid: Grid, messages: list[Message], phase: str, timeout: float,
+        droppable: bool = True,
+    ) -> dict[int, Message]:
+        """Send ``messages`` and return the replies by node.
+
+        Peers that do not answer are dropped (see ``min_peers``) if
+        ``droppable`` and enough peers remain; otherwise the run stops.
+        """
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        # Message ids are assigned when the grid pushes the messages.
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        by_node: dict[int, Message] = {}
         for reply in replies:
-            name = self._peers.get(reply.metadata.src_node_id)
-            if name is None:
-                raise PeerReplyError(f"node {reply.metadata.src_node_id}",
+            node_id = sent_to.get(reply.metadata.reply_to_message_id)
+            if node_id is None or node_id in by_node:
+                raise PeerReplyError(self._name(reply.metadata.src_node_id),
                                      f"answered the {phase} phase unasked")
-            by_peer[name] = reply
-        missing = sorted(set(self._peers.values()) - set(by_peer))
-        if missing:
-            raise PeerReplyError(", ".join(missing),
-                                 f"did not answer the {phase} phase in time")
-        return by_peer
+            if protocol.is_unreachable(reply):
+                continue  # the SuperLink answers for a node it lost
+            if reply.metadata.src_node_id != node_id:
+                raise PeerReplyError(self._name(reply.metadata.src_node_id),
+                                     f"answered in the {phase} phase for "
+                                     f"{self._name(node_id)}")
+            by_node[node_id] = reply
+        absent = [n for n in sent_to.values() if n not in by_node]
+        if not absent:
+            return by_node
+        names = [self._name(n) for n in absent]
+        reason = (f"did not answer the {phase} phase within {timeout:.0f} s, or "
+                  "the SuperLink lost it")
+        if not droppable or not self.min_peers or len(by_node) < self.min_peers:
+            if droppable and self.min_peers:
+                reason += f"; {len(by_node)} peers remain, min-peers={self.min_peers}"
+            raise PeerReplyError(", ".join(names), reason)
+        for node_id, name in zip(absent, names, strict=True):
+            log(WARNING, "[%s] going on without %s: it %s", phase, name, reason)
+            self._dropped[name] = reason
+            self._peers.pop(node_id, None)
+        return by_node
+
+    def _name(self, node_id: int) -> str:
+        return self._peers.get(node_id, f"node {node_id}")
 
     def _require_plan(self) -> AlignmentPlan:
         if self._plan is None:
