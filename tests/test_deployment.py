@@ -176,6 +176,7 @@ def test_deployment_run_equals_simulation(federation_hosts, run_app):
     assert deployed["entities"] == simulated.report["entities"]
     assert deployed["held_out_metrics"] == simulated.report["held_out_metrics"]
     assert deployed["held_out_metrics"]["r2"] > 0.7
+    print(f"[deployment] held-out R2 {deployed['held_out_metrics']['r2']!r} in both")
     # The server got latents, never rows: no peer file reached its host.
     assert not list((fed.root / "superlink").rglob("*.csv"))
 
