@@ -106,11 +106,16 @@ class Deployment:
         self.dead.add(host)
 
     def revive(self, org: str) -> None:
-        """Restart a killed organization's SuperNode; wait until it is connected."""
-        connected = self.log(org).read_text().count("SuperNode ID:")
+        """Restart a killed organization's SuperNode; wait until it is connected.
+
+        The SuperLink refuses a key whose node it still believes online, so
+        wait until it has marked the killed node offline (missed heartbeats).
+        """
+        _wait_for(lambda: self.online() < 3, 150, f"the killed {org} stayed online",
+                  self.log("superlink"))
         self.start_supernode(org, self.credentials / "supernodes" / f"{org}.key")
-        _wait_for(lambda: self.log(org).read_text().count("SuperNode ID:") > connected,
-                  60, f"{org} did not reconnect", self.log(org))
+        _wait_for(lambda: self.online() == 3, 90, f"{org} did not reconnect",
+                  self.log(org))
         self.dead.discard(org)
 
     def run(self, config: dict, on_line=None) -> tuple[str, str, float]:
