@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from vfl_embed.datasets import (
@@ -162,3 +163,12 @@ def test_peer_index_out_of_range(titanic: Dataset, peer: int) -> None:
 def test_invalid_coverage(titanic: Dataset, coverage: float) -> None:
     with pytest.raises(ValueError, match="coverage must be in"):
         vertical_split(titanic, 2, 0, coverage=coverage)
+
+
+def test_vertical_split_with_label_adds_the_target_of_its_rows(titanic) -> None:
+    plain = vertical_split(titanic, 2, 0, coverage=0.6)
+    labelled = vertical_split(titanic, 2, 0, coverage=0.6, with_label=True)
+    assert list(labelled.columns) == [*plain.columns, titanic.target]
+    expected = titanic.labels.set_index(ID_COLUMN)[titanic.target]
+    assert labelled[titanic.target].tolist() == expected.loc[labelled[ID_COLUMN]].tolist()
+    pd.testing.assert_frame_equal(labelled[plain.columns], plain)

@@ -24,7 +24,12 @@ from network_hosts import HostNetwork, unavailable_reason
 from vfl_embed import deployment
 from vfl_embed.credentials import make_credentials
 from vfl_embed.datasets import ID_COLUMN, write_peer_files
-from vfl_embed.local_federation import PROJECT_ROOT, format_run_config
+from vfl_embed.local_federation import (
+    PROJECT_ROOT,
+    LocalRun,
+    flower_env,
+    format_run_config,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,11 +63,7 @@ class Deployment:
     def env(self, host: str) -> dict[str, str]:
         home = self.root / host / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
-        return os.environ | {
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
+        return flower_env(home)
 
     def start(self, host: str, argv: list[str]) -> subprocess.Popen:
         (self.root / host).mkdir(parents=True, exist_ok=True)
@@ -118,11 +119,11 @@ class Deployment:
                   self.log(org))
         self.dead.discard(org)
 
-    def run(self, config: dict, on_line=None) -> tuple[str, str, float]:
+    def run(self, config: dict, on_line=None) -> tuple[str, LocalRun]:
         """``flwr run . <connection> --stream`` on the operator host.
 
         Returns the run's final status (``flwr run`` exits 0 also when the
-        run failed), its output and its wall time.
+        run failed) and the run.
         """
         config = FAST | {"label-source": "peer", "num-peers": 3,
                          "results-dir": str(self.root / "results")} | config
@@ -138,15 +139,14 @@ class Deployment:
             lines.append(line)
             if on_line is not None:
                 on_line(line)
-        process.wait(timeout=600)
-        seconds = time.monotonic() - started
-        output = "".join(lines)
+        run = LocalRun.from_output(process.wait(timeout=600), "".join(lines),
+                                   time.monotonic() - started)
         with open(self.root / "runs.log", "a") as log:
-            log.write(output)
-        run_id = re.search(r"Successfully started run (\d+)", output)
-        assert process.returncode == 0 and run_id, output[-3000:]
+            log.write(run.output)
+        run_id = re.search(r"Successfully started run (\d+)", run.output)
+        assert run.returncode == 0 and run_id, run.output[-3000:]
         listed = self.flwr("list", "--run-id", run_id.group(1), "--format", "json")
-        return json.loads(listed.stdout)["runs"][0]["status"], output, seconds
+        return json.loads(listed.stdout)["runs"][0]["status"], run
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +167,10 @@ def federation_hosts(tmp_path_factory):
 
 def test_deployment_run_equals_simulation(federation_hosts, run_app):
     fed = federation_hosts
-    status, output, seconds = fed.run({})
-    print(f"\n[deployment] 3-peer Ames run over TLS on 5 hosts: {seconds:.1f} s")
-    assert status == "finished:completed", output[-3000:]
-    deployed = _report(output)
+    status, run = fed.run({})
+    print(f"\n[deployment] 3-peer Ames run over TLS on 5 hosts: {run.seconds:.1f} s")
+    assert status == "finished:completed", run.output[-3000:]
+    deployed = run.report
 
     simulated = run_app(3, **{
         "dataset": "", "data-paths": ";".join(map(str, fed.data)),
@@ -214,24 +214,24 @@ def test_supernode_killed_mid_run(federation_hosts, min_peers):
             fed.kill_host("org3")
             killed_at.append(time.monotonic())
 
-    status, output, _ = fed.run({"timeout": TIMEOUT, "min-peers": min_peers},
-                              kill_during_embed)
-    assert killed_at, output[-3000:]
+    status, run = fed.run({"timeout": TIMEOUT, "min-peers": min_peers},
+                          kill_during_embed)
+    assert killed_at, run.output[-3000:]
     waited = time.monotonic() - killed_at[0]
     print(f"\n[deployment] min-peers={min_peers}: run ended {waited:.0f} s after the "
           "kill")
-    assert waited < TIMEOUT + 30, output[-3000:]
+    assert waited < TIMEOUT + 30, run.output[-3000:]
     if min_peers == 0:
-        assert status == "finished:failed", output[-3000:]
+        assert status == "finished:failed", run.output[-3000:]
         assert ("peer-2: did not answer the embed phase within 40 s, or the SuperLink "
-                "lost it") in output, output[-3000:]
-        assert "[report]" not in output
+                "lost it") in run.output, run.output[-3000:]
+        assert "[report]" not in run.output
     else:
-        assert status == "finished:completed", output[-3000:]
-        report = _report(output)
+        assert status == "finished:completed", run.output[-3000:]
+        report = run.report
         assert sorted(report["peers"]) == ["peer-0", "peer-1"]
         assert list(report["dropped_peers"]) == ["peer-2"]
-        markdown = _report_path(output).with_name("report.md").read_text()
+        markdown = run.report_path.with_name("report.md").read_text()
         assert "Finished without peer-2" in markdown
 
 
@@ -250,16 +250,6 @@ def test_network_leaves_nothing_behind(tmp_path):
         raise RuntimeError("a failing test")
     assert network.namespaces() == []
     assert network.pids() == []
-
-
-def _report_path(output: str) -> Path:
-    return Path(next(line.split("[report] ", 1)[1].strip()
-                     for line in output.splitlines()
-                     if "[report] " in line and line.strip().endswith("report.json")))
-
-
-def _report(output: str) -> dict:
-    return json.loads(_report_path(output).read_text())
 
 
 def _wait_for(condition, seconds: float, message: str, log: Path) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import yaml
 from flwr.cli.flower_config import parse_superlink_connection
 
 from vfl_embed import deployment
-from vfl_embed.local_federation import PROJECT_ROOT
+from vfl_embed.local_federation import PROJECT_ROOT, flower_env
 
 GUIDE = PROJECT_ROOT / "docker" / "README.md"
 COMPOSE = PROJECT_ROOT / "docker" / "compose.yaml"
@@ -105,8 +103,7 @@ def test_guide_preparation_steps_run_as_written(tmp_path):
     """Steps 1 and 2 (credentials, data, secret) run verbatim in a fresh folder."""
     steps = [b for b in _bash_blocks()
              if "vfl_embed.credentials" in b or "vfl_embed.datasets" in b][:2]
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-                                f"{os.environ['PATH']}"}
+    env = flower_env(tmp_path / "flwr-home")
     for step in steps:
         done = subprocess.run(["bash", "-euc", step], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)

@@ -115,6 +115,7 @@ def vertical_split(
     peer: int,
     coverage: float = 0.95,
     seed: int = 42,
+    with_label: bool = False,
 ) -> pd.DataFrame:
     """Return the table one simulated peer holds.
 
@@ -133,6 +134,8 @@ def vertical_split(
         Share of entities each peer holds; each peer draws its own subset.
     seed : int (default: 42)
         Seed of the row subsets.
+    with_label : bool (default: False)
+        Also give the peer the label column (``dataset.target``) of its rows.
     """
     if not 0 <= peer < num_peers:
         raise ValueError(f"peer index {peer} out of range for {num_peers} peers")
@@ -142,7 +145,8 @@ def vertical_split(
     n_rows = len(dataset.features)
     rng = np.random.default_rng([seed, peer])
     rows = rng.choice(n_rows, size=round(coverage * n_rows), replace=False)
-    return dataset.features.iloc[rows][[ID_COLUMN, *group]].reset_index(drop=True)
+    frame = dataset.features.iloc[rows][[ID_COLUMN, *group]].reset_index(drop=True)
+    return frame.merge(dataset.labels, on=ID_COLUMN, how="left") if with_label else frame
 
 
 def write_peer_files(
@@ -162,9 +166,8 @@ def write_peer_files(
     dataset = load_dataset(name)
     paths = []
     for index, org in enumerate(organizations):
-        frame = vertical_split(dataset, len(organizations), index, coverage, seed)
-        if index == 0:
-            frame = frame.merge(dataset.labels, on=ID_COLUMN, how="left")
+        frame = vertical_split(dataset, len(organizations), index, coverage, seed,
+                               with_label=index == 0)
         folder = Path(directory) / org
         folder.mkdir(parents=True, exist_ok=True)
         paths.append(folder / f"peer-{index}.csv")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from flwr.cli.constant import LOCAL_SUPERLINK_HTTP_API_PORT
 
-__all__ = ["LocalFederation", "LocalRun", "PROJECT_ROOT", "format_run_config"]
+__all__ = ["LocalFederation", "LocalRun", "PROJECT_ROOT", "flower_env",
+           "format_run_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _REPORT_LINE = re.compile(r"\[report\] (\S+report\.json)")
@@ -39,6 +40,12 @@ class LocalRun:
     seconds: float
     report_path: Path | None
 
+    @classmethod
+    def from_output(cls, returncode: int, output: str, seconds: float) -> LocalRun:
+        """Build a finished run; its report is the one its ``[report]`` line names."""
+        match = _REPORT_LINE.search(output)
+        return cls(returncode, output, seconds, Path(match.group(1)) if match else None)
+
     @property
     def report(self) -> dict:
         """The run's ``report.json`` as a dict."""
@@ -46,6 +53,17 @@ class LocalRun:
             raise RuntimeError("the run wrote no report; its output:\n"
                                + self.output[-3000:])
         return json.loads(self.report_path.read_text())
+
+
+def flower_env(flwr_home: str | Path) -> dict[str, str]:
+    """Return this environment for Flower commands, with ``flwr_home`` as FLWR_HOME."""
+    return os.environ | {
+        # flwr starts Flower's programs from PATH: use this environment's.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
 
 
 def format_run_config(config: Mapping[str, object]) -> str:
@@ -111,15 +129,10 @@ class LocalFederation:
         ]
         if run_config:
             command += ["--run-config", format_run_config(run_config)]
-        env = os.environ | {
-            # flwr starts `flower-superlink` from PATH: use this environment's.
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "FLWR_HOME": str(self.flwr_home),
+        env = flower_env(self.flwr_home) | {
             # The app's dependencies are installed already; without this the
             # SuperLink would `uv sync` them into a fresh environment per run.
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
             "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         }
         started = time.perf_counter()
@@ -140,10 +153,8 @@ class LocalFederation:
                 lines.append(f"vfl_embed: flwr run killed after {timeout:.0f} s\n")
                 break
         returncode = process.wait()
-        output = "".join(lines)
-        match = _REPORT_LINE.search(output)
-        report = Path(match.group(1)) if match else None
-        return LocalRun(returncode, output, time.perf_counter() - started, report)
+        return LocalRun.from_output(returncode, "".join(lines),
+                                    time.perf_counter() - started)
 
     def superlink_pids(self) -> list[int]:
         """Process ids of SuperLinks started with this ``FLWR_HOME``."""

@@ -215,19 +215,17 @@ def _simulated_table(
             label_column = target
         return PeerTable(frame, str(run_config.get("id-column", "id")), name,
                          label_column)
+    holds_label = run_config.get("label-source") == "peer" and partition == 0
     try:
         dataset = load_dataset(str(run_config.get("dataset", "ames")))
         frame = vertical_split(
             dataset, num_partitions, partition,
             coverage=float(run_config.get("peer-coverage", 0.95)),
-            seed=int(run_config.get("seed", 42)),
+            seed=int(run_config.get("seed", 42)), with_label=holds_label,
         )
     except ValueError as err:
         raise PeerDataError(f"{name}: {err}") from err
-    if run_config.get("label-source") == "peer" and partition == 0:
-        frame = frame.merge(dataset.labels, on=ID_COLUMN, how="left")
-        label_column = dataset.target
-    return PeerTable(frame, ID_COLUMN, name, label_column)
+    return PeerTable(frame, ID_COLUMN, name, dataset.target if holds_label else "")
 
 
 def _node_secret(node_config: Mapping[str, object], name: str) -> str:
