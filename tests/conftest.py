@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from vfl_embed.local_federation import LocalFederation
+
+# Property-based tests: a short run by default (CI), a long one with
+# VFL_FUZZ=long (see README, "Robustness").
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("VFL_FUZZ", "ci"))
 
 # Small but real settings: few epochs keep an end-to-end run near 30 s.
 FAST = {"epochs": 15, "patience": 5, "batch-size": 128}
