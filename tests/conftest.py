@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, settings
 
 from vfl_embed.local_federation import LocalFederation
@@ -37,3 +39,12 @@ def run_app(federation, tmp_path):
         return federation.run(config, num_peers=num_peers, timeout=600)
 
     return run
+
+
+@pytest.fixture
+def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity Flower's ServerApp runtime gives its process (needed to build
+    instruction messages outside a running federation)."""
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
+    monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)

@@ -17,7 +17,6 @@ from flwr.app import (
 )
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
-from flwr.supercore.task_identity import TaskIdentity
 
 from vfl_embed import protocol
 from vfl_embed.alignment import KeyedHashAlignment
@@ -26,13 +25,7 @@ from vfl_embed.protocol import PeerReplyError
 PEER_NODE = 5
 
 
-@pytest.fixture(autouse=True)
-def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The identity Flower's ServerApp runtime gives its process (needed to build
-    instruction messages outside a running federation)."""
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
-    monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
+pytestmark = pytest.mark.usefixtures("server_identity")
 
 
 @pytest.fixture
@@ -208,8 +201,44 @@ def test_error_replies_raise_naming_the_peer(embed_request, reader, args) -> Non
     with pytest.raises(PeerReplyError) as err:
         reader(_over_the_wire(reply), "peer-2", *args)
     assert err.value.peer == "peer-2"
-    assert str(err.value).startswith("peer-2: failed: ")
-    assert "3 duplicate IDs" in str(err.value)
+    assert str(err.value) == "peer-2: ID column 'id' has 3 duplicate IDs"
+
+
+def test_input_error_names_the_peer_before_alignment(embed_request) -> None:
+    reply = Message(Error(protocol.PEER_INPUT_ERROR, "peer-2: data file 'x.csv' "
+                          "does not exist"), reply_to=embed_request)
+    with pytest.raises(PeerReplyError) as err:
+        protocol.read_pseudonyms(_over_the_wire(reply), "node 5")
+    assert (err.value.peer, err.value.reason) == ("peer-2", "data file 'x.csv' does "
+                                                  "not exist")
+
+
+def test_a_known_peer_cannot_speak_for_another(embed_request) -> None:
+    reply = Message(Error(protocol.PEER_INPUT_ERROR, "peer-3: something"),
+                    reply_to=embed_request)
+    with pytest.raises(PeerReplyError) as err:
+        protocol.read_latents(_over_the_wire(reply), "peer-2", 3)
+    assert str(err.value) == "peer-2: failed: peer-3: something"
+
+
+def test_latents_beyond_the_limit_are_refused(embed_request, latents) -> None:
+    reply = protocol.embed_reply(embed_request, latents * 1e7, {"fit-seconds": 1.0})
+    with pytest.raises(PeerReplyError, match="peer-1: sent latent values up to"):
+        protocol.read_latents(_over_the_wire(reply), "peer-1", 3)
+
+
+def test_class_codes_outside_the_classes_are_refused(embed_request) -> None:
+    reply = protocol.labels_reply(embed_request, np.array([0.0, 1.0, 2.0]), ["a", "b"])
+    with pytest.raises(PeerReplyError, match="class codes outside 0..1"):
+        protocol.read_labels(_over_the_wire(reply), "peer-0", 3)
+
+
+def test_several_peers_in_one_error() -> None:
+    err = PeerReplyError.of_peers(
+        [PeerReplyError("peer-1", "sent NaN"), PeerReplyError("peer-2", "crashed")],
+        " (1 peers remain)")
+    assert err.peer == "peer-1, peer-2"
+    assert str(err) == "peer-1: sent NaN; peer-2: crashed (1 peers remain)"
 
 
 def test_error_reply_without_reason_reports_the_code(embed_request) -> None:
@@ -364,7 +393,7 @@ def test_labels_of_the_wrong_shape(labels_request) -> None:
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_labels(labels_request, bad: float) -> None:
     reply = protocol.labels_reply(labels_request, np.array([1.0, bad, 0.0]), [])
-    with pytest.raises(PeerReplyError, match="alice: sent missing or non-finite"):
+    with pytest.raises(PeerReplyError, match="alice: sent missing, non-finite"):
         protocol.read_labels(reply, "alice", 3)
 
 

@@ -27,11 +27,17 @@ Messages (server -> peer, and the reply):
     in the server's order) and ``MetricRecord "metrics"``.
 
 A peer that fails replies with a Flower ``Error`` whose reason names it.
+
+The server trusts nothing in a reply: the ``read_*`` functions check every
+record, dtype, shape and value, and raise :class:`PeerReplyError` naming the
+peer for anything else, whatever the content.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -63,17 +69,40 @@ METRICS = "metrics"
 
 # Error code a peer uses for input it cannot use (Flower's own codes are < 10).
 PEER_INPUT_ERROR = 100
+# Largest latent magnitude accepted. Latents of standardized columns are of
+# order 1 to 100; far larger values are a fault and would swamp the
+# downstream model's scale.
+LATENT_LIMIT = 1e6
+# Peer names end up in logs, reports and file names.
+_PEER_NAME = re.compile(r"[\w.-]{1,64}")
 _UNREACHABLE = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
                 ErrorCode.NODE_UNAVAILABLE)
 
 
 class PeerReplyError(RuntimeError):
-    """A peer's reply is missing, failed or invalid; the message names the peer."""
+    """A peer's reply is missing, failed or invalid; the message names the peer.
+
+    Parameters
+    ----------
+    peer : str
+        The peer's name (``"node <id>"`` before it told its name).
+    reason : str
+        What was wrong, without the peer's name.
+    """
 
     def __init__(self, peer: str, reason: str) -> None:
         super().__init__(f"{peer}: {reason}")
         self.peer = peer
         self.reason = reason
+
+    @classmethod
+    def of_peers(cls, errors: Iterable[PeerReplyError], note: str = "") -> PeerReplyError:
+        """One error for several peers; its message lists each peer's reason."""
+        errors = list(errors)
+        error = cls(", ".join(e.peer for e in errors), "")
+        error.args = ("; ".join(str(e) for e in errors) + note,)
+        error.reason = error.args[0]
+        return error
 
 
 def fingerprint(pseudonyms: np.ndarray) -> str:
@@ -171,20 +200,34 @@ def is_unreachable(reply: Message) -> bool:
 
 
 def check_reply(reply: Message, peer: str) -> None:
-    """Raise :class:`PeerReplyError` if ``reply`` carries an error."""
-    if reply.has_error():
-        reason = reply.error.reason or f"error code {reply.error.code}"
-        raise PeerReplyError(peer, f"failed: {reason}")
+    """Raise :class:`PeerReplyError` if ``reply`` carries an error.
+
+    A peer's own input error (``PEER_INPUT_ERROR``) already starts with the
+    peer's name; before alignment the server knows the peer only as
+    ``"node <id>"``, so that name is taken from the reason.
+    """
+    if not reply.has_error():
+        return
+    reason = str(reply.error.reason or f"error code {reply.error.code}")
+    name, _, own_words = reason.partition(": ")
+    if reply.error.code == PEER_INPUT_ERROR and own_words and (
+        name == peer or peer.startswith("node ")
+    ):
+        raise PeerReplyError(name, own_words)
+    raise PeerReplyError(peer, f"failed: {reason}")
 
 
 def read_pseudonyms(reply: Message, peer: str) -> tuple[np.ndarray, dict]:
     """Validate a ``query.pseudonyms`` reply; return pseudonyms and peer info."""
     check_reply(reply, peer)
     info = _record(reply, PEER, peer)
-    for key in (NAME, FINGERPRINT, HAS_LABEL):
-        if key not in info:
-            raise PeerReplyError(peer, f"reply lacks '{PEER}.{key}'")
-    name = str(info[NAME])
+    for key, kind in ((NAME, str), (FINGERPRINT, str), (HAS_LABEL, bool)):
+        if not isinstance(info, ConfigRecord) or not isinstance(info.get(key), kind):
+            raise PeerReplyError(peer, f"reply lacks '{PEER}.{key}' ({kind.__name__})")
+    name = info[NAME]
+    if not _PEER_NAME.fullmatch(name):
+        raise PeerReplyError(peer, "sent a peer name that is not 1 to 64 letters, "
+                                   "digits, '.', '_' or '-'")
     values = _array_of(reply, PSEUDONYMS, PSEUDONYMS, name)
     if values.dtype != np.uint8 or values.ndim != 2 or values.shape[1] != PSEUDONYM_BYTES:
         raise PeerReplyError(
@@ -198,8 +241,8 @@ def read_pseudonyms(reply: Message, peer: str) -> tuple[np.ndarray, dict]:
         raise PeerReplyError(name, "sent duplicate pseudonyms (duplicate IDs)")
     if fingerprint(values) != info[FINGERPRINT]:
         raise PeerReplyError(name, "pseudonyms do not match their fingerprint")
-    return values, {NAME: name, FINGERPRINT: str(info[FINGERPRINT]),
-                    HAS_LABEL: bool(info[HAS_LABEL])}
+    return values, {NAME: name, FINGERPRINT: info[FINGERPRINT],
+                    HAS_LABEL: info[HAS_LABEL]}
 
 
 def read_labels(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, list[str]]:
@@ -209,10 +252,15 @@ def read_labels(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, lis
     if labels.shape != (n_rows,):
         raise PeerReplyError(peer, f"sent labels of shape {labels.shape}, "
                                    f"expected ({n_rows},)")
-    if not np.isfinite(labels).all():
-        raise PeerReplyError(peer, "sent missing or non-finite labels")
-    classes = [str(c) for c in _record(reply, LABEL_INFO, peer).get(CLASSES, [])]
-    return labels, classes
+    if labels.dtype.kind != "f" or not np.isfinite(labels).all():
+        raise PeerReplyError(peer, "sent missing, non-finite or non-float labels")
+    classes = _record(reply, LABEL_INFO, peer).get(CLASSES, [])
+    if not isinstance(classes, list) or len(set(map(str, classes))) != len(classes):
+        raise PeerReplyError(peer, "sent class names that are not a list of "
+                                   "distinct strings")
+    if classes and not (np.isin(labels, np.arange(len(classes)))).all():
+        raise PeerReplyError(peer, f"sent class codes outside 0..{len(classes) - 1}")
+    return labels, [str(c) for c in classes]
 
 
 def read_latents(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, dict]:
@@ -230,8 +278,16 @@ def read_latents(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, di
         )
     if not np.isfinite(latents).all():
         raise PeerReplyError(peer, "sent non-finite latent values")
-    metrics = dict(_record(reply, METRICS, peer))
-    return latents, metrics
+    largest = float(np.abs(latents).max())
+    if largest > LATENT_LIMIT:
+        raise PeerReplyError(peer, f"sent latent values up to {largest:.3g}; the "
+                                   f"limit is {LATENT_LIMIT:.0e}")
+    metrics = _record(reply, METRICS, peer)
+    if not isinstance(metrics, MetricRecord) or not all(
+        isinstance(v, int | float) for v in metrics.values()
+    ):
+        raise PeerReplyError(peer, f"the '{METRICS}' record must hold numbers only")
+    return latents, {k: float(v) for k, v in metrics.items()}
 
 
 def _record(reply: Message, name: str, peer: str):  # noqa: ANN202

@@ -42,52 +42,70 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md``, ``report.png`` and the model.
 
-    Returns the paths written, by kind.
+    A run that stopped (``result.status == "failed"``) gets the JSON and
+    Markdown reports of what it finished, without chart and model. Returns
+    the paths written, by kind.
     """
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {"model": result.model.save(directory)}
+    paths = {"model": result.model.save(directory)} if result.model else {}
     summary = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": result.status,
+        "phase": result.phase,
+        "error": result.error,
         "task": result.task,
-        "model": result.model.kind,
+        "model": result.model.kind if result.model else None,
         "held_out_metrics": result.metrics,
         "train_metrics": result.train_metrics,
         "entities": {"aligned": result.n_entities, "train": result.n_train,
-                     "held_out": result.n_test},
+                     "held_out": result.n_test,
+                     "held_out_unseen_class": result.unseen_class_test_rows},
         "peers": {p: {"rows": result.peer_rows.get(p, 0),
                       "latent_bytes_sent": result.bytes_received.get(p, 0), **m}
                   for p, m in sorted(result.peer_metrics.items())},
         "dropped_peers": result.dropped_peers,
         "seconds": result.seconds,
         "classes": result.classes,
-        "model_file": paths["model"].name,
+        "model_file": paths["model"].name if result.model else None,
         "run_config": dict(run_config),
     }
     paths["json"] = directory / "report.json"
     paths["json"].write_text(json.dumps(summary, indent=2, default=str))
     paths["markdown"] = directory / "report.md"
     paths["markdown"].write_text(_markdown(result, summary))
-    paths["chart"] = directory / "report.png"
-    _chart(result, paths["chart"])
+    if result.status == "completed":
+        paths["chart"] = directory / "report.png"
+        _chart(result, paths["chart"])
     return paths
 
 
 def _markdown(result: VerticalResult, summary: dict) -> str:
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    if result.status == "completed":
+        outcome = [
+            f"{result.task} with {result.model.kind} on the joined latents of "
+            f"{len(result.peer_metrics)} peers; {result.n_entities} aligned entities "
+            f"({result.n_train} train, {result.n_test} held out). Time: {timing}.",
+            "## Downstream metrics\n\n" + metrics_table(result),
+        ]
+    else:
+        outcome = [f"**Stopped in the {result.phase} phase**: {result.error}\n\n"
+                   f"{len(result.peer_rows)} peers aligned, {result.n_entities} "
+                   f"entities held by all. Time: {timing}."]
     return "\n\n".join([
         "# vfl_embed run report",
-        f"{result.task} with {result.model.kind} on the joined latents of "
-        f"{len(result.peer_metrics)} peers; {result.n_entities} aligned entities "
-        f"({result.n_train} train, {result.n_test} held out). Time: {timing}.",
-        *[f"**Finished without {name}**, which {why}." for name, why in
+        *outcome,
+        *[f"**Finished without {name}**: {why}." for name, why in
           sorted(result.dropped_peers.items())],
-        "## Downstream metrics\n\n" + metrics_table(result),
+        *([f"{result.unseen_class_test_rows} held-out entities have a class no "
+           "training entity has and are left out of the evaluation."]
+          if result.unseen_class_test_rows else []),
         "## Peers\n\nRepresentation metrics on held-out rows (reconstruction MAE "
         "on the standardized, one-hot encoded columns; share of observations "
         "reconstructed within 5 %).\n\n" + peer_table(result),
-        f"Model file: `{summary['model_file']}`.",
-    ]) + "\n"
+        f"Model file: `{summary['model_file']}`." if result.model else "",
+    ]).rstrip() + "\n"
 
 
 def _chart(result: VerticalResult, path: Path) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
+from typing import NoReturn
 
 from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
@@ -24,6 +25,9 @@ app = ServerApp()
 class RunStoppedError(Exception):
     """The run stopped on an error already logged; Flower marks it failed."""
 
+# Errors of the run's inputs, peers or settings: reported in one line each.
+_STOPPING_ERRORS = (PeerDataError, PeerReplyError, VerticalRunError)
+
 # Run-config keys forwarded to every peer's encoder.
 ENCODER_KEYS = (
     "encoder", "latent-dim", "hidden-sizes", "activation", "latent-activation",
@@ -34,17 +38,25 @@ ENCODER_KEYS = (
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Align the peers, collect their latents, learn and write the report."""
+    """Align the peers, collect their latents, learn and write the report.
+
+    A run that stops still writes the report of what it finished.
+    """
     config = context.run_config
+    directory = results_directory(config)
     try:
         strategy = strategy_from_config(config)
+    except (*_STOPPING_ERRORS, ValueError) as err:  # ValueError: a bad setting
+        _stop(err, "before it started")
+    try:
         result = strategy.start(grid, timeout=float(config.get("timeout", 900.0)))
-    except (PeerDataError, PeerReplyError, VerticalRunError) as err:
-        log(ERROR, "vfl_embed stopped before learning: %s", err)
-        # An exception, not sys.exit: Flower then flushes the run's logs and
-        # marks it failed; SystemExit would bypass both.
-        raise RunStoppedError(str(err)) from None
-    directory = results_directory(config)
+    except Exception as err:
+        paths = write_report(strategy.result, directory, config)
+        log(INFO, "[report] %s (what the run finished before it stopped)",
+            paths["json"])
+        if isinstance(err, _STOPPING_ERRORS):
+            _stop(err, f"in the {strategy.result.phase} phase")
+        raise
     paths = write_report(result, directory, config)
     log(INFO, "[learn] held-out metrics (%d entities):\n%s", result.n_test,
         metrics_table(result))
@@ -55,6 +67,13 @@ def main(grid: Grid, context: Context) -> None:
             config.get("min-peers"))
     log(INFO, "[report] %s", paths["json"])
     log(INFO, "[report] written to %s", directory)
+
+
+def _stop(err: Exception, where: str) -> NoReturn:
+    log(ERROR, "vfl_embed stopped %s: %s", where, err)
+    # An exception, not sys.exit: Flower then flushes the run's logs and
+    # marks it failed; SystemExit would bypass both.
+    raise RunStoppedError(str(err)) from None
 
 
 def strategy_from_config(config: Mapping[str, object]) -> VerticalEmbedding:

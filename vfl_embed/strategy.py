@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
+from typing import TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -16,9 +18,12 @@ from flwr.serverapp.strategy import Strategy
 from . import protocol
 from .alignment import AlignmentPlan, intersect
 from .downstream import DownstreamModel
+from .exchange import exchange
 from .protocol import PeerReplyError
 
 __all__ = ["ServerLabels", "VerticalEmbedding", "VerticalResult", "VerticalRunError"]
+
+T = TypeVar("T")
 
 
 class VerticalRunError(RuntimeError):
@@ -46,23 +51,33 @@ class ServerLabels:
 
 @dataclass
 class VerticalResult:
-    """What one vertical run produced (all metrics on held-out entities)."""
+    """What one vertical run produced, filled in phase by phase.
 
-    task: str
-    metrics: dict[str, float]
-    train_metrics: dict[str, float]
-    peer_metrics: dict[str, dict[str, float]]
-    peer_rows: dict[str, int]
-    n_entities: int
-    n_train: int
-    n_test: int
-    classes: list[str]
-    y_test: np.ndarray
-    y_pred: np.ndarray
-    model: DownstreamModel
-    seconds: dict[str, float]
-    bytes_received: dict[str, int]
+    A run that stops keeps what its finished phases produced (``status``
+    ``"failed"``, ``error`` and ``phase`` say where it stopped); the
+    downstream fields stay empty until the learn phase ends. All metrics are
+    on held-out entities unless named ``train_``.
+    """
+
+    status: str = "running"
+    phase: str = "align"
+    error: str = ""
+    task: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    peer_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    peer_rows: dict[str, int] = field(default_factory=dict)
+    n_entities: int = 0
+    n_train: int = 0
+    n_test: int = 0
+    classes: list[str] = field(default_factory=list)
+    y_test: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y_pred: np.ndarray = field(default_factory=lambda: np.empty(0))
+    model: DownstreamModel | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes_received: dict[str, int] = field(default_factory=dict)
     dropped_peers: dict[str, str] = field(default_factory=dict)
+    unseen_class_test_rows: int = 0
 
 
 class VerticalEmbedding(Strategy):
@@ -131,6 +146,8 @@ class VerticalEmbedding(Strategy):
     ) -> None:
         if task not in ("auto", "regression", "classification"):
             raise ValueError(f"task must be auto, regression or classification: {task}")
+        if min_entities < 1:
+            raise ValueError(f"min_entities must be at least 1, got {min_entities}")
         if min_peers < 0 or (num_peers and min_peers > num_peers):
             raise ValueError(f"min_peers must be between 0 and num_peers={num_peers}, "
                              f"got {min_peers}")
@@ -145,19 +162,22 @@ class VerticalEmbedding(Strategy):
         self.num_peers = num_peers
         self.min_peers = min_peers
         self.seed = seed
+        self.result = VerticalResult()
         self._peers: dict[int, str] = {}
         self._fingerprints: dict[int, str] = {}
         self._plan: AlignmentPlan | None = None
-        self._rows: dict[str, int] = {}
-        self._bytes: dict[str, int] = {}
         self._dropped: dict[str, str] = {}
         self._y = np.empty(0)
+        self._evaluated = np.empty(0, dtype=bool)
         self._classes: list[str] = []
         self._resolved_task = task
 
     # ------------------------------------------------------------ workflow
     def start(self, grid: Grid, timeout: float = 900.0) -> VerticalResult:  # type: ignore[override]
         """Run align, embed and learn; return the held-out evaluation.
+
+        If a phase fails, the error propagates and :attr:`result` keeps what
+        the finished phases produced, with ``status = "failed"``.
 
         Parameters
         ----------
@@ -167,26 +187,28 @@ class VerticalEmbedding(Strategy):
             Seconds to wait for the peers in each phase.
         """
         self.summary()
-        seconds: dict[str, float] = {}
-        started = time.perf_counter()
-        self._align(grid, timeout)
-        seconds["align"] = time.perf_counter() - started
+        self.result = VerticalResult(dropped_peers=self._dropped)
+        try:
+            with self._phase("align"):
+                self._align(grid, timeout)
+            with self._phase("fit-embed"):
+                joined = self._embed(grid, timeout)
+            with self._phase("learn"):
+                self._learn(joined)
+        except Exception as err:
+            self.result.status, self.result.error = "failed", str(err)
+            raise
+        self.result.status, self.result.phase = "completed", "done"
+        return self.result
 
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        self.result.phase = name
         started = time.perf_counter()
-        log(INFO, "[embed] %d peers fit their encoders on %d training rows",
-            len(self._peers), int((~self._plan.is_test).sum()))
-        replies = self._exchange(
-            grid, list(self.configure_train(1, ArrayRecord(), ConfigRecord(), grid)),
-            "embed", timeout,
-        )
-        joined, metrics = self.aggregate_train(1, replies.values())
-        seconds["fit-embed"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        result = self._learn(joined["latents"].numpy(), metrics)
-        seconds["learn"] = time.perf_counter() - started
-        result.seconds = seconds
-        return result
+        try:
+            yield
+        finally:
+            self.result.seconds[name] = time.perf_counter() - started
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -209,21 +231,22 @@ class VerticalEmbedding(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate every peer's latents and join them in peer-name order."""
+        """Validate every peer's latents and join them in peer-name order.
+
+        Raises :class:`~vfl_embed.protocol.PeerReplyError` naming every peer
+        whose reply is unusable, or that is not a peer of this run.
+        """
         plan = self._require_plan()
-        by_peer = {self._peers[r.metadata.src_node_id]: r for r in replies}
-        blocks, metrics = [], {}
-        for name in sorted(by_peer):
-            latents, peer_metrics = protocol.read_latents(by_peer[name], name, len(plan))
-            blocks.append(latents)
-            self._bytes[name] = int(latents.nbytes)
-            metrics.update({f"{name}/{k}": v for k, v in peer_metrics.items()})
-            log(INFO, "[embed] %s: %d latent dims, reconstruction MAE %.4f, "
-                "within 5%% %.1f%%", name, latents.shape[1],
-                peer_metrics.get("reconstruction-mae", float("nan")),
-                100 * peer_metrics.get("within-5pct", float("nan")))
-        joined = np.concatenate(blocks, axis=1)
-        return ArrayRecord({"latents": Array(joined)}), MetricRecord(metrics)
+        latents, failures = {}, []
+        for reply in replies:
+            node_id = reply.metadata.src_node_id
+            try:
+                latents[node_id] = self._read_latents(node_id, reply)
+            except PeerReplyError as err:
+                failures.append(err)
+        if failures:
+            raise PeerReplyError.of_peers(failures)
+        return self._join(latents, len(plan))
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -240,27 +263,28 @@ class VerticalEmbedding(Strategy):
     def summary(self) -> None:
         """Log the strategy's settings."""
         log(INFO, "VerticalEmbedding: model=%s, task=%s, supervised=%s, "
-            "test_fraction=%.2f, min_entities=%d, seed=%d", self.model, self.task,
-            self.supervised, self.test_fraction, self.min_entities, self.seed)
+            "test_fraction=%.2f, min_entities=%d, min_peers=%d, seed=%d", self.model,
+            self.task, self.supervised, self.test_fraction, self.min_entities,
+            self.min_peers, self.seed)
 
     # -------------------------------------------------------------- phases
     def _align(self, grid: Grid, timeout: float) -> None:
         node_ids = self._wait_for_nodes(grid, timeout)
         log(INFO, "[align] asking %d peers for keyed pseudonyms", len(node_ids))
-        replies = self._exchange(
+        infos = self._exchange(
             grid, [protocol.pseudonyms_request(n, ConfigRecord({})) for n in node_ids],
+            lambda node_id, reply: protocol.read_pseudonyms(reply, f"node {node_id}"),
             "alignment", timeout,
         )
         pseudonyms, has_label = {}, []
-        for node_id, reply in sorted(replies.items()):
-            values, info = protocol.read_pseudonyms(reply, f"node {node_id}")
+        for node_id, (values, info) in sorted(infos.items()):
             name = info[protocol.NAME]
             if name in pseudonyms:
                 raise PeerReplyError(name, "two SuperNodes use this peer name")
             self._peers[node_id] = name
             self._fingerprints[node_id] = info[protocol.FINGERPRINT]
             pseudonyms[name] = values
-            self._rows[name] = len(values)
+            self.result.peer_rows[name] = len(values)
             if info[protocol.HAS_LABEL]:
                 has_label.append((node_id, name))
             log(INFO, "[align] %s: %d rows", name, len(values))
@@ -271,45 +295,64 @@ class VerticalEmbedding(Strategy):
             self._check_label_coverage(pseudonyms, plan)
             plan.positions.pop("server labels")
         self._plan = plan
+        self.result.n_entities = len(plan)
         log(INFO, "[align] %d entities in all peers: %d train, %d held out",
             len(plan), int((~plan.is_test).sum()), int(plan.is_test.sum()))
-        if len(plan) < self.min_entities:
-            raise VerticalRunError(
-                f"only {len(plan)} entities are held by every peer"
-                + (" and the label file" if self.server_labels is not None else "")
-                + f"; the run needs at least min-entities={self.min_entities}"
-            )
+        self._check_entities(plan)
         labels, self._classes = self._collect_labels(grid, has_label, timeout)
-        self._resolved_task = self._infer_task(labels, self._classes)
-        self._y = labels if self._resolved_task == "regression" else (
-            self._class_codes(labels))
+        self._set_targets(labels)
 
-    def _learn(self, joined: np.ndarray, metrics: MetricRecord) -> VerticalResult:
+    def _embed(self, grid: Grid, timeout: float) -> np.ndarray:
         plan = self._require_plan()
-        test, train = plan.is_test, ~plan.is_test
-        y = self._y
+        log(INFO, "[embed] %d peers fit their encoders on %d training rows",
+            len(self._peers), int((~plan.is_test).sum()))
+        messages = list(self.configure_train(1, ArrayRecord(), ConfigRecord(), grid))
+        latents = self._exchange(grid, messages, self._read_latents, "embed", timeout)
+        joined, metrics = self._join(latents, len(plan))
+        for key, value in metrics.items():
+            peer, metric = key.split("/", 1)
+            self.result.peer_metrics.setdefault(peer, {})[metric] = float(value)
+        return joined["latents"].numpy()
+
+    def _learn(self, joined: np.ndarray) -> None:
+        plan = self._require_plan()
+        train, test = ~plan.is_test, plan.is_test & self._evaluated
+        y, result = self._y, self.result
         log(INFO, "[learn] training %s (%s) on %d x %d joined latents", self.model,
             self._resolved_task, int(train.sum()), joined.shape[1])
         model = DownstreamModel(self.model, self._resolved_task,
                                 self.search_iterations, self.seed)
         model.fit(joined[train], y[train])
-        held_out = model.evaluate(joined[test], y[test])
-        peer_metrics: dict[str, dict[str, float]] = {}
-        for key, value in metrics.items():
-            peer, metric = key.split("/", 1)
-            peer_metrics.setdefault(peer, {})[metric] = float(value)
-        return VerticalResult(
-            task=self._resolved_task, metrics=held_out,
-            train_metrics=model.evaluate(joined[train], y[train]),
-            peer_metrics=peer_metrics,
-            peer_rows=dict(self._rows),
-            n_entities=len(plan), n_train=int(train.sum()), n_test=int(test.sum()),
-            classes=self._classes, y_test=y[test], y_pred=model.predict(joined[test]),
-            model=model, seconds={}, bytes_received=dict(self._bytes),
-            dropped_peers=dict(self._dropped),
-        )
+        result.task, result.classes, result.model = (
+            self._resolved_task, self._classes, model)
+        result.metrics = model.evaluate(joined[test], y[test])
+        result.train_metrics = model.evaluate(joined[train], y[train])
+        result.y_test, result.y_pred = y[test], model.predict(joined[test])
+        result.n_train, result.n_test = int(train.sum()), int(test.sum())
 
     # ------------------------------------------------------------- helpers
+    def _read_latents(self, node_id: int, reply: Message) -> tuple[np.ndarray, dict]:
+        if node_id not in self._peers:
+            raise PeerReplyError(f"node {node_id}", "is not a peer of this run")
+        return protocol.read_latents(reply, self._peers[node_id], len(self._require_plan()))
+
+    def _join(
+        self, latents: dict[int, tuple[np.ndarray, dict]], n_rows: int
+    ) -> tuple[ArrayRecord, MetricRecord]:
+        blocks, metrics = [], {}
+        for node_id in sorted(latents, key=self._peers.__getitem__):
+            name = self._peers[node_id]
+            block, peer_metrics = latents[node_id]
+            blocks.append(block)
+            self.result.bytes_received[name] = int(block.nbytes)
+            metrics.update({f"{name}/{k}": v for k, v in peer_metrics.items()})
+            log(INFO, "[embed] %s: %d latent dims, reconstruction MAE %.4f, "
+                "within 5%% %.1f%%", name, block.shape[1],
+                peer_metrics.get("reconstruction-mae", float("nan")),
+                100 * peer_metrics.get("within-5pct", float("nan")))
+        joined = np.concatenate(blocks, axis=1) if blocks else np.empty((n_rows, 0))
+        return ArrayRecord({"latents": Array(joined)}), MetricRecord(metrics)
+
     def _wait_for_nodes(self, grid: Grid, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout
         while True:
@@ -322,6 +365,20 @@ class VerticalEmbedding(Strategy):
                     f"{timeout:.0f} s"
                 )
             time.sleep(1.0)
+
+    def _check_entities(self, plan: AlignmentPlan) -> None:
+        labels = " and the label file" if self.server_labels is not None else ""
+        if len(plan) == 0:
+            raise VerticalRunError(
+                f"no entity is held by every peer{labels}: check that all peers use "
+                "the same alignment secret and write IDs alike ('007' and '7' are "
+                "different IDs)"
+            )
+        if len(plan) < self.min_entities:
+            raise VerticalRunError(
+                f"only {len(plan)} entities are held by every peer{labels}; the run "
+                f"needs at least min-entities={self.min_entities}"
+            )
 
     def _collect_labels(
         self, grid: Grid, has_label: list[tuple[int, str]], timeout: float
@@ -342,9 +399,10 @@ class VerticalEmbedding(Strategy):
         log(INFO, "[align] asking %s for the labels of aligned rows", name)
         replies = self._exchange(
             grid, [protocol.labels_request(node_id, plan.positions[name])],
+            lambda _, reply: protocol.read_labels(reply, name, len(plan)),
             "labels", timeout, droppable=False,
         )
-        return protocol.read_labels(replies[node_id], name, len(plan))
+        return replies[node_id]
 
     def _check_label_coverage(self, pseudonyms: dict, plan: AlignmentPlan) -> None:
         peers_only = intersect(
@@ -358,6 +416,35 @@ class VerticalEmbedding(Strategy):
                 "entities all peers hold; add their labels or drop those rows"
             )
 
+    def _set_targets(self, labels: np.ndarray) -> None:
+        """Fix the task and the targets; check the training rows can teach it."""
+        train = ~self._require_plan().is_test
+        self._resolved_task = self._infer_task(labels, self._classes)
+        self._evaluated = np.ones(len(labels), dtype=bool)
+        if self._resolved_task == "regression":
+            if np.ptp(labels[train]) == 0:
+                raise VerticalRunError(f"the label is constant over the {int(train.sum())} "
+                                       "training entities; there is nothing to learn")
+            self._y = labels
+            return
+        codes, names = self._class_codes(labels)
+        seen = np.unique(codes[train])
+        if len(seen) < 2:
+            raise VerticalRunError(
+                f"the label has {len(seen)} class in the {int(train.sum())} training "
+                "entities; classification needs at least two"
+            )
+        # Held-out entities of a class never seen in training cannot be
+        # predicted by any model trained here: leave them out, and say so.
+        self._evaluated = np.isin(codes, seen)
+        unseen = int((~self._evaluated).sum())
+        if unseen:
+            log(WARNING, "[align] %d held-out entities have a class no training entity "
+                "has; they are left out of the evaluation", unseen)
+        self.result.unseen_class_test_rows = unseen
+        self._y = np.where(self._evaluated, np.searchsorted(seen, codes), -1)
+        self._classes = [names[c] for c in seen]
+
     def _infer_task(self, labels: np.ndarray, classes: list[str]) -> str:
         if self.task != "auto":
             return self.task
@@ -367,58 +454,41 @@ class VerticalEmbedding(Strategy):
         return "classification" if integral and len(np.unique(labels)) <= 20 else (
             "regression")
 
-    def _class_codes(self, labels: np.ndarray) -> np.ndarray:
+    def _class_codes(self, labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Class codes ``0..K-1`` of the labels, and the class names."""
         if self._classes:  # already codes of the named classes
-            return labels.astype(np.int64)
+            return labels.astype(np.int64), self._classes
         values, codes = np.unique(labels, return_inverse=True)
-        if not self._classes:
-            self._classes = [str(int(v)) if float(v).is_integer() else str(v)
-                             for v in values]
-        return codes
+        return codes, [str(int(v)) if float(v).is_integer() else str(v) for v in values]
 
     def _exchange(
-        self, grid: Grid, messages: list[Message], phase: str, timeout: float,
+        self,
+        grid: Grid,
+        messages: list[Message],
+        read: Callable[[int, Message], T],
+        phase: str,
+        timeout: float,
         droppable: bool = True,
-    ) -> dict[int, Message]:
-        """Send ``messages`` and return the replies by node.
+    ) -> dict[int, T]:
+        """Send ``messages``; return the validated replies by node.
 
-        Peers that do not answer are dropped (see ``min_peers``) if
-        ``droppable`` and enough peers remain; otherwise the run stops.
+        Peers without a usable reply are dropped (see ``min_peers``) if
+        ``droppable`` and enough peers remain; otherwise the run stops with
+        an error naming each of them.
         """
-        replies = grid.send_and_receive(messages, timeout=timeout)
-        # Message ids are assigned when the grid pushes the messages.
-        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
-        by_node: dict[int, Message] = {}
-        for reply in replies:
-            node_id = sent_to.get(reply.metadata.reply_to_message_id)
-            if node_id is None or node_id in by_node:
-                raise PeerReplyError(self._name(reply.metadata.src_node_id),
-                                     f"answered the {phase} phase unasked")
-            if protocol.is_unreachable(reply):
-                continue  # the SuperLink answers for a node it lost
-            if reply.metadata.src_node_id != node_id:
-                raise PeerReplyError(self._name(reply.metadata.src_node_id),
-                                     f"answered in the {phase} phase for "
-                                     f"{self._name(node_id)}")
-            by_node[node_id] = reply
-        absent = [n for n in sent_to.values() if n not in by_node]
-        if not absent:
-            return by_node
-        names = [self._name(n) for n in absent]
-        reason = (f"did not answer the {phase} phase within {timeout:.0f} s, or "
-                  "the SuperLink lost it")
-        if not droppable or not self.min_peers or len(by_node) < self.min_peers:
-            if droppable and self.min_peers:
-                reason += f"; {len(by_node)} peers remain, min-peers={self.min_peers}"
-            raise PeerReplyError(", ".join(names), reason)
-        for node_id, name in zip(absent, names, strict=True):
-            log(WARNING, "[%s] going on without %s: it %s", phase, name, reason)
-            self._dropped[name] = reason
+        accepted, failures = exchange(grid, messages, read, phase=phase,
+                                      timeout=timeout, names=self._peers)
+        if not failures:
+            return accepted
+        if not droppable or not self.min_peers or len(accepted) < self.min_peers:
+            note = (f" ({len(accepted)} peers remain, min-peers={self.min_peers})"
+                    if droppable and self.min_peers else "")
+            raise PeerReplyError.of_peers(failures.values(), note)
+        for node_id, err in failures.items():
+            log(WARNING, "[%s] going on without %s: %s", phase, err.peer, err.reason)
+            self._dropped[err.peer] = err.reason
             self._peers.pop(node_id, None)
-        return by_node
-
-    def _name(self, node_id: int) -> str:
-        return self._peers.get(node_id, f"node {node_id}")
+        return accepted
 
     def _require_plan(self) -> AlignmentPlan:
         if self._plan is None:

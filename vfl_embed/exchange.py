@@ -1,0 +1,113 @@
+"""One phase's round trip with the peers: send, pair the replies, validate them.
+
+The strategy decides what a failed peer means for the run (stop, or go on
+without it); this module only finds out, for every peer asked, whether it
+gave a usable answer and, if not, why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from logging import WARNING
+from typing import TypeVar
+
+from flwr.app import Message
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from . import protocol
+from .protocol import PeerReplyError
+
+__all__ = ["exchange"]
+
+T = TypeVar("T")
+
+
+def exchange(
+    grid: Grid,
+    messages: list[Message],
+    read: Callable[[int, Message], T],
+    *,
+    phase: str,
+    timeout: float,
+    names: Mapping[int, str],
+) -> tuple[dict[int, T], dict[int, PeerReplyError]]:
+    """Send ``messages`` and validate every reply with ``read``.
+
+    Parameters
+    ----------
+    grid : Grid
+        The Grid to reach the peers.
+    messages : list[Message]
+        At most one message per destination node.
+    read : Callable[[int, Message], T]
+        Validates one node's reply and returns what the strategy keeps of
+        it; raises :class:`~vfl_embed.protocol.PeerReplyError` otherwise.
+    phase : str
+        Name of the phase, for messages (``"alignment"``, ``"embed"``, ...).
+    timeout : float
+        Seconds to wait for the replies.
+    names : Mapping[int, str]
+        Peer names by node id; unknown nodes are called ``"node <id>"``.
+
+    Returns
+    -------
+    tuple[dict[int, T], dict[int, PeerReplyError]]
+        By node id: what ``read`` returned for each usable reply, and why
+        each other node asked has no usable reply.
+    """
+    replies = grid.send_and_receive(messages, timeout=timeout)
+
+    def name(node_id: int) -> str:
+        return names.get(node_id, f"node {node_id}")
+
+    # Message ids are assigned when the grid pushes the messages.
+    sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+    paired, failures = _pair(replies, sent_to, phase, name)
+    accepted: dict[int, T] = {}
+    for node_id, reply in paired.items():
+        try:
+            accepted[node_id] = read(node_id, reply)
+        except PeerReplyError as err:
+            failures[node_id] = err
+    silent = (f"did not answer the {phase} phase within {timeout:.0f} s, or the "
+              "SuperLink lost it")
+    for node_id in sent_to.values():
+        if node_id not in accepted and node_id not in failures:
+            failures[node_id] = PeerReplyError(name(node_id), silent)
+    return accepted, failures
+
+
+def _pair(
+    replies: Iterable[Message],
+    sent_to: Mapping[str, int],
+    phase: str,
+    name: Callable[[int], str],
+) -> tuple[dict[int, Message], dict[int, PeerReplyError]]:
+    """Match replies to the messages they answer, by ``reply_to_message_id``.
+
+    A reply to no message of this phase is ignored: it cannot be told apart
+    from a stray or forged one, and it cannot stand for any peer. A second
+    reply to one message makes that peer's answer ambiguous, so it fails.
+    """
+    paired: dict[int, Message] = {}
+    failures: dict[int, PeerReplyError] = {}
+    for reply in replies:
+        node_id = sent_to.get(reply.metadata.reply_to_message_id)
+        source = reply.metadata.src_node_id
+        if node_id is None:
+            log(WARNING, "[%s] ignored a reply from %s that answers no message of "
+                "this phase", phase, name(source))
+            continue
+        if node_id in paired or node_id in failures:
+            paired.pop(node_id, None)
+            failures[node_id] = PeerReplyError(name(node_id),
+                                               f"answered the {phase} request twice")
+        elif protocol.is_unreachable(reply):
+            continue  # the SuperLink answers for a node it lost: counted as silent
+        elif source != node_id:
+            failures[node_id] = PeerReplyError(
+                name(node_id), f"its {phase} reply came from {name(source)}")
+        else:
+            paired[node_id] = reply
+    return paired, failures
