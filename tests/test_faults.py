@@ -10,6 +10,9 @@ other peers' rows. The same faults through a real Flower simulation are in
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +21,7 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode
 from in_process_grid import InProcessGrid
 
+from vfl_embed.local_federation import PROJECT_ROOT
 from vfl_embed.protocol import PeerReplyError
 from vfl_embed.report import write_report
 from vfl_embed.server_app import strategy_from_config
@@ -279,3 +283,45 @@ def _held_out_positions(directory) -> np.ndarray:
 
 def _n_train(paths) -> int:
     return N_ENTITIES - len(_held_out_positions(None))
+
+
+# ------------------------------------------- through a real Flower simulation
+@pytest.fixture(scope="module")
+def faulty_app_dir(tmp_path_factory):
+    """This project's Flower App with the misbehaving ClientApp in its place."""
+    directory = tmp_path_factory.mktemp("faulty_app")
+    text = (PROJECT_ROOT / "pyproject.toml").read_text()
+    text = text.replace('clientapp = "vfl_embed.client_app:app"',
+                        'clientapp = "faulty_client:app"')
+    text = text.replace("[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nfaults = ""\n')
+    (directory / "pyproject.toml").write_text(text)
+    shutil.copy(Path(__file__).with_name("faulty_client.py"), directory)
+    return directory
+
+
+@pytest.mark.slow
+def test_faulty_peers_through_flower(federation, faulty_app_dir, tmp_path, paths):
+    """Seven peers, five of them faulty: spoiled, crashed and late replies."""
+    faults = {"peer-2": "nan-latents", "peer-3": "extra-rows", "peer-4": "float64",
+              "peer-5": "crash", "peer-6": "late"}
+    (tmp_path / "extra").mkdir()
+    extra = write_peers(tmp_path / "extra", num_peers=7)[3:]
+    run_config = config(
+        paths + extra, faults=";".join(f"{p}={f}" for p, f in faults.items()),
+        timeout=15.0, **{"min-peers": 2, "results-dir": str(tmp_path / "results")},
+    )
+    finished = federation.run(run_config, num_peers=7, timeout=600, app_dir=faulty_app_dir)
+    report = finished.report
+    assert report["status"] == "completed", finished.output[-3000:]
+    dropped = report["dropped_peers"]
+    assert sorted(dropped) == sorted(faults)
+    assert dropped["peer-2"] == "sent non-finite latent values"
+    assert dropped["peer-3"].startswith(f"sent latents of shape ({N_ENTITIES + 5}, 3)")
+    assert dropped["peer-4"].startswith("latents must be a 2-D float32 matrix")
+    assert dropped["peer-5"].startswith("failed: ")
+    assert dropped["peer-6"] == ("did not answer the embed phase within 15 s, or the "
+                                 "SuperLink lost it")
+    assert sorted(report["peers"]) == ["peer-0", "peer-1"]
+    # The honest peers' result is the in-process run's, to the last bit.
+    honest, _ = run(config(paths[:2]))
+    assert report["held_out_metrics"] == honest.result.metrics

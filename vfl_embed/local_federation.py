@@ -115,8 +115,13 @@ class LocalFederation:
         run_config: Mapping[str, object] | None = None,
         num_peers: int = 3,
         timeout: float = 1800.0,
+        app_dir: str | Path | None = None,
     ) -> LocalRun:
-        """Run the app with ``num_peers`` simulated SuperNodes and wait for it."""
+        """Run the app with ``num_peers`` simulated SuperNodes and wait for it.
+
+        ``app_dir`` runs another Flower App than the federation's own.
+        """
+        app_dir = Path(app_dir or self.app_dir)
         if not self.superlink_pids() and _local_superlink_answers():
             raise RuntimeError(
                 "another local Flower SuperLink already listens on 127.0.0.1:"
@@ -124,7 +129,7 @@ class LocalFederation:
                 "flower-superlink`) so that this run does not use a stale one"
             )
         command = [
-            _flwr(), "run", str(self.app_dir), "--stream",
+            _flwr(), "run", str(app_dir), "--stream",
             "--federation-config", f"num-supernodes={num_peers}",
         ]
         if run_config:
@@ -138,7 +143,7 @@ class LocalFederation:
         started = time.perf_counter()
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, cwd=self.app_dir,
+            text=True, cwd=app_dir,
         )
         lines = []
         deadline = time.monotonic() + timeout

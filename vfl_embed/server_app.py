@@ -48,8 +48,12 @@ def main(grid: Grid, context: Context) -> None:
         strategy = strategy_from_config(config)
     except (*_STOPPING_ERRORS, ValueError) as err:  # ValueError: a bad setting
         _stop(err, "before it started")
+    timeout = float(config.get("timeout", 900.0))
+    if timeout <= 0:
+        _stop(VerticalRunError(f"timeout must be positive, got {timeout}"),
+              "before it started")
     try:
-        result = strategy.start(grid, timeout=float(config.get("timeout", 900.0)))
+        result = strategy.start(grid, timeout=timeout)
     except Exception as err:
         paths = write_report(strategy.result, directory, config)
         log(INFO, "[report] %s (what the run finished before it stopped)",

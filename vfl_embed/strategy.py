@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import Strategy
 
 from . import protocol
 from .alignment import AlignmentPlan, intersect
-from .downstream import DownstreamModel
+from .downstream import MODELS, DownstreamModel
 from .exchange import exchange
 from .protocol import PeerReplyError
 
@@ -146,6 +146,12 @@ class VerticalEmbedding(Strategy):
     ) -> None:
         if task not in ("auto", "regression", "classification"):
             raise ValueError(f"task must be auto, regression or classification: {task}")
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got '{model}'")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if search_iterations < 0 or num_peers < 0:
+            raise ValueError("search_iterations and num_peers must not be negative")
         if min_entities < 1:
             raise ValueError(f"min_entities must be at least 1, got {min_entities}")
         if min_peers < 0 or (num_peers and min_peers > num_peers):
