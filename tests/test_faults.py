@@ -325,3 +325,12 @@ def test_faulty_peers_through_flower(federation, faulty_app_dir, tmp_path, paths
     # The honest peers' result is the in-process run's, to the last bit.
     honest, _ = run(config(paths[:2]))
     assert report["held_out_metrics"] == honest.result.metrics
+
+
+def test_unexpected_peer_error_reaches_the_server_without_its_text(paths):
+    # int("secret-ish") fails inside the peer; its message quotes the value.
+    _, error = run(config(paths, encoder="autoencoder", **{"latent-dim": "x9q"}))
+    assert str(error).startswith("peer-0: ValueError while handling train.embed; "
+                                 "details in the peer's log")
+    assert error.peer == "peer-0, peer-1, peer-2"
+    assert "x9q" not in str(error)

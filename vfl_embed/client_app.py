@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import wraps
+from logging import ERROR
 
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 
 from . import protocol
 from .data import PeerDataError
@@ -23,7 +25,12 @@ Handler = Callable[[Message, Peer], Message]
 
 
 def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
-    """Build the peer for the message; turn input errors into error replies."""
+    """Build the peer for the message; turn every error into an error reply.
+
+    An input error's message is written to be sent (it names files, columns
+    and lines, never values). Any other exception's text may quote the
+    peer's data, so the server only learns its type; the peer logs it all.
+    """
 
     @wraps(handler)
     def wrapped(message: Message, context: Context) -> Message:
@@ -33,8 +40,22 @@ def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
         except PeerDataError as err:
             return Message(Error(protocol.PEER_INPUT_ERROR, str(err)),
                            reply_to=message)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            name = _peer_name(context)
+            log(ERROR, "%s: %s failed", name, message.metadata.message_type,
+                exc_info=err)
+            reason = (f"{name}: {type(err).__name__} while handling "
+                      f"{message.metadata.message_type}; details in the peer's log")
+            return Message(Error(protocol.PEER_INTERNAL_ERROR, reason), reply_to=message)
 
     return wrapped
+
+
+def _peer_name(context: Context) -> str:
+    config = context.node_config
+    if "partition-id" in config:
+        return f"peer-{config['partition-id']}"
+    return str(config.get("peer-name", "") or "peer")
 
 
 @app.query("pseudonyms")

@@ -67,8 +67,10 @@ CLASSES = "classes"
 LATENTS = "latents"
 METRICS = "metrics"
 
-# Error code a peer uses for input it cannot use (Flower's own codes are < 10).
+# Error codes of a peer (Flower's own codes are < 10): input it cannot use,
+# and an unexpected failure whose details stay in the peer's log.
 PEER_INPUT_ERROR = 100
+PEER_INTERNAL_ERROR = 101
 # Largest latent magnitude accepted. Latents of standardized columns are of
 # order 1 to 100; far larger values are a fault and would swamp the
 # downstream model's scale.
@@ -210,7 +212,7 @@ def check_reply(reply: Message, peer: str) -> None:
         return
     reason = str(reply.error.reason or f"error code {reply.error.code}")
     name, _, own_words = reason.partition(": ")
-    if reply.error.code == PEER_INPUT_ERROR and own_words and (
+    if reply.error.code in (PEER_INPUT_ERROR, PEER_INTERNAL_ERROR) and own_words and (
         name == peer or peer.startswith("node ")
     ):
         raise PeerReplyError(name, own_words)
