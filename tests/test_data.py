@@ -56,9 +56,9 @@ def test_peer_table_ids_become_strings() -> None:
 
 
 def test_peer_table_keeps_row_order_after_filtering(frame: pd.DataFrame) -> None:
-    subset = frame.iloc[[5, 2, 9]]
+    subset = frame.iloc[[5, 2, 9, 40, 7, 13, 1, 0]]  # more rows than columns
     table = PeerTable(subset, "key", "alice")
-    assert list(table.features.index) == [0, 1, 2]
+    assert list(table.features.index) == list(range(8))
     np.testing.assert_array_equal(table.features["age"], subset["age"])
 
 
@@ -69,14 +69,14 @@ def test_missing_id_column_names_peer_and_column(frame: pd.DataFrame) -> None:
     assert "'age'" in str(err.value)  # the message lists the columns there are
 
 
-def test_duplicate_ids_name_peer_column_and_id(frame: pd.DataFrame) -> None:
+def test_duplicate_ids_name_peer_column_and_rows(frame: pd.DataFrame) -> None:
     frame.loc[7, "key"] = frame.loc[3, "key"]
     with pytest.raises(PeerDataError, match="alice") as err:
         PeerTable(frame, "key", "alice")
     message = str(err.value)
     assert "'key'" in message
-    assert "1 duplicate" in message
-    assert frame.loc[3, "key"] in message
+    assert "1 duplicate IDs: row 8 repeats row 4" in message
+    assert frame.loc[3, "key"] not in message  # the message goes to the server
 
 
 def test_ids_equal_as_strings_are_duplicates() -> None:
@@ -165,7 +165,7 @@ def test_missing_file_names_peer_and_file(tmp_path) -> None:
 
 
 def test_a_directory_is_not_a_data_file(tmp_path) -> None:
-    with pytest.raises(PeerDataError, match="server.*does not exist"):
+    with pytest.raises(PeerDataError, match="server.*is a directory, not a file"):
         read_table(tmp_path, owner="server")
 
 
@@ -306,13 +306,23 @@ def test_numeric_to_original_inverts_scaling(frame: pd.DataFrame) -> None:
     np.testing.assert_allclose(original, expected, rtol=1e-5)
 
 
-def test_constant_column_is_not_divided_by_zero() -> None:
-    frame = pd.DataFrame({"c": [7.0] * 5, "v": [1.0, 2.0, 3.0, 4.0, 5.0]})
-    pre = Preprocessor().fit(frame)
-    x = pre.transform(frame)
-    assert pre.stds_["c"] == 1.0
-    np.testing.assert_array_equal(x[:, 0], 0.0)
-    np.testing.assert_allclose(pre.numeric_to_original(x)[:, 0], 7.0)
+def test_constant_columns_are_dropped_with_a_warning(caplog) -> None:
+    frame = pd.DataFrame({"c": [7.0] * 5, "v": [1.0, 2.0, 3.0, 4.0, 5.0],
+                          "k": ["a"] * 5})
+    pre = Preprocessor(peer="bob", source="bob.csv").fit(frame)
+    assert pre.numeric_columns_ == ["v"]
+    assert pre.categorical_columns_ == []
+    assert pre.dropped_columns_ == ["c", "k"]
+    assert pre.transform(frame).shape == (5, 1)
+    assert "bob: data file 'bob.csv': column 'c' is constant in the training rows; " \
+           "it is dropped" in caplog.text
+    assert "column 'k' is constant" in caplog.text
+
+
+def test_no_varying_column_is_an_error() -> None:
+    frame = pd.DataFrame({"c": [7.0] * 5, "v": [1.0, 1.0, 1.0, 4.0, 5.0]})
+    with pytest.raises(PeerDataError, match="bob: no column varies in the training"):
+        Preprocessor(peer="bob").fit(frame.iloc[:3])
 
 
 def test_only_categorical_columns(categorical: pd.DataFrame) -> None:

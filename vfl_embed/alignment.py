@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,18 +44,28 @@ class KeyedHashAlignment:
 
     def __init__(self, secret: bytes | str) -> None:
         if isinstance(secret, str):
-            secret = secret.encode()
+            secret = _utf8(secret)
         if not secret:
             raise ValueError("the alignment secret must not be empty")
         self._secret = secret
 
     def pseudonymize(self, ids: Sequence[str]) -> np.ndarray:
-        """Return one 32-byte pseudonym per ID, as a ``(n, 32)`` uint8 array."""
+        """Return one 32-byte pseudonym per ID, as a ``(n, 32)`` uint8 array.
+
+        An ID is hashed as the UTF-8 bytes of ``str(id)``; lone surrogates (as
+        decoding with ``errors="surrogateescape"`` leaves them) are encoded as
+        such rather than refused.
+        """
         digests = b"".join(
-            hmac.new(self._secret, str(i).encode(), hashlib.sha256).digest()
+            hmac.new(self._secret, _utf8(str(i)), hashlib.sha256).digest()
             for i in ids
         )
         return np.frombuffer(digests, dtype=np.uint8).reshape(len(ids), PSEUDONYM_BYTES)
+
+
+def _utf8(text: str) -> bytes:
+    # Identical to text.encode() for every string that encodes; injective for all.
+    return text.encode("utf-8", "surrogatepass")
 
 
 @dataclass(frozen=True)
@@ -97,12 +108,14 @@ def intersect(
     test_fraction : float
         Expected share of held-out entities, in (0, 1).
     seed : int
-        Seed of the split.
+        Seed of the split, a (Python or NumPy) integer that fits in a signed
+        64-bit integer, like Flower's integer config values.
     """
     if not pseudonyms:
         raise ValueError("no peer sent pseudonyms")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    seed = _check_seed(seed)
     keys = {peer: _as_keys(p) for peer, p in pseudonyms.items()}
     common = None
     for peer_keys in keys.values():
@@ -121,6 +134,16 @@ def intersect(
 
 def _as_keys(pseudonyms: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pseudonyms).view(f"V{PSEUDONYM_BYTES}").ravel()
+
+
+def _check_seed(seed: int) -> int:
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"seed must be an integer, got {seed!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"seed must fit in a signed 64-bit integer, got {value}")
+    return value
 
 
 def _held_out(pseudonyms: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:

@@ -104,7 +104,8 @@ class Peer:
         started = time.perf_counter()
         frame = self._select(positions, self.table.features)
         train = ~is_test
-        preprocessor = Preprocessor(peer=self.name).fit(frame[train])
+        preprocessor = Preprocessor(peer=self.name, source=self.table.source).fit(
+            frame[train])
         x = preprocessor.transform(frame)
         encoder = self._encoder(config, train_targets)
         if getattr(encoder, "latent_dim", 0) >= x.shape[1]:
@@ -214,7 +215,7 @@ def _simulated_table(
         if run_config.get("label-source") == "peer" and target in frame.columns:
             label_column = target
         return PeerTable(frame, str(run_config.get("id-column", "id")), name,
-                         label_column)
+                         label_column, source=paths[partition])
     holds_label = run_config.get("label-source") == "peer" and partition == 0
     try:
         dataset = load_dataset(str(run_config.get("dataset", "ames")))

@@ -364,6 +364,9 @@ class VerticalEmbedding(Strategy):
         while True:
             node_ids = sorted(grid.get_node_ids())
             if node_ids and len(node_ids) >= self.num_peers:
+                if not self.num_peers:
+                    log(INFO, "[align] num-peers=0: going on with the %d SuperNodes "
+                        "connected now; set num-peers to wait for all", len(node_ids))
                 return node_ids
             if time.monotonic() > deadline:
                 raise VerticalRunError(
