@@ -107,6 +107,7 @@ def test_spoiled_reply_stops_the_run_naming_the_peer(paths, fault):
     assert (result.status, result.phase) == ("failed", "fit-embed")
     assert result.peer_rows == {f"peer-{k}": N_ENTITIES for k in range(3)}
     assert result.n_entities == N_ENTITIES and not result.metrics
+    assert sorted(result.peer_metrics) == ["peer-0", "peer-1"]
 
 
 @pytest.mark.parametrize("fault", sorted(SPOILED))
@@ -142,7 +143,9 @@ def test_stopped_run_report_keeps_what_it_finished(paths, tmp_path):
     report = pd.read_json(written["json"], typ="series")
     assert (report["status"], report["phase"]) == ("failed", "fit-embed")
     assert report["error"] == str(error)
-    assert sorted(report["peers"]) == []  # no peer finished its embedding
+    # The peers whose latents arrived keep their metrics.
+    assert sorted(report["peers"]) == ["peer-0", "peer-2"]
+    assert report["peers"]["peer-0"]["latent_bytes_sent"] == N_ENTITIES * 3 * 4
     assert report["entities"]["aligned"] == N_ENTITIES
     assert "**Stopped in the fit-embed phase**: peer-1: failed" in \
         written["markdown"].read_text()

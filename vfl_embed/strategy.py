@@ -242,7 +242,6 @@ class VerticalEmbedding(Strategy):
         Raises :class:`~vfl_embed.protocol.PeerReplyError` naming every peer
         whose reply is unusable, or that is not a peer of this run.
         """
-        plan = self._require_plan()
         latents, failures = {}, []
         for reply in replies:
             node_id = reply.metadata.src_node_id
@@ -252,7 +251,9 @@ class VerticalEmbedding(Strategy):
                 failures.append(err)
         if failures:
             raise PeerReplyError.of_peers(failures)
-        return self._join(latents, len(plan))
+        metrics = {f"{self._peers[n]}/{key}": value for n in latents
+                   for key, value in self.result.peer_metrics[self._peers[n]].items()}
+        return ArrayRecord({"latents": Array(self._join(latents))}), MetricRecord(metrics)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -313,12 +314,8 @@ class VerticalEmbedding(Strategy):
         log(INFO, "[embed] %d peers fit their encoders on %d training rows",
             len(self._peers), int((~plan.is_test).sum()))
         messages = list(self.configure_train(1, ArrayRecord(), ConfigRecord(), grid))
-        latents = self._exchange(grid, messages, self._read_latents, "embed", timeout)
-        joined, metrics = self._join(latents, len(plan))
-        for key, value in metrics.items():
-            peer, metric = key.split("/", 1)
-            self.result.peer_metrics.setdefault(peer, {})[metric] = float(value)
-        return joined["latents"].numpy()
+        return self._join(
+            self._exchange(grid, messages, self._read_latents, "embed", timeout))
 
     def _learn(self, joined: np.ndarray) -> None:
         plan = self._require_plan()
@@ -337,27 +334,23 @@ class VerticalEmbedding(Strategy):
         result.n_train, result.n_test = int(train.sum()), int(test.sum())
 
     # ------------------------------------------------------------- helpers
-    def _read_latents(self, node_id: int, reply: Message) -> tuple[np.ndarray, dict]:
+    def _read_latents(self, node_id: int, reply: Message) -> np.ndarray:
+        """Validate one peer's latents; keep its metrics even if the phase fails."""
         if node_id not in self._peers:
             raise PeerReplyError(f"node {node_id}", "is not a peer of this run")
-        return protocol.read_latents(reply, self._peers[node_id], len(self._require_plan()))
+        name = self._peers[node_id]
+        latents, metrics = protocol.read_latents(reply, name, len(self._require_plan()))
+        self.result.peer_metrics[name] = metrics
+        self.result.bytes_received[name] = int(latents.nbytes)
+        log(INFO, "[embed] %s: %d latent dims, reconstruction MAE %.4f, within 5%% "
+            "%.1f%%", name, latents.shape[1], metrics.get("reconstruction-mae", np.nan),
+            100 * metrics.get("within-5pct", np.nan))
+        return latents
 
-    def _join(
-        self, latents: dict[int, tuple[np.ndarray, dict]], n_rows: int
-    ) -> tuple[ArrayRecord, MetricRecord]:
-        blocks, metrics = [], {}
-        for node_id in sorted(latents, key=self._peers.__getitem__):
-            name = self._peers[node_id]
-            block, peer_metrics = latents[node_id]
-            blocks.append(block)
-            self.result.bytes_received[name] = int(block.nbytes)
-            metrics.update({f"{name}/{k}": v for k, v in peer_metrics.items()})
-            log(INFO, "[embed] %s: %d latent dims, reconstruction MAE %.4f, "
-                "within 5%% %.1f%%", name, block.shape[1],
-                peer_metrics.get("reconstruction-mae", float("nan")),
-                100 * peer_metrics.get("within-5pct", float("nan")))
-        joined = np.concatenate(blocks, axis=1) if blocks else np.empty((n_rows, 0))
-        return ArrayRecord({"latents": Array(joined)}), MetricRecord(metrics)
+    def _join(self, latents: dict[int, np.ndarray]) -> np.ndarray:
+        """Join the peers' latent blocks side by side, in peer-name order."""
+        order = sorted(latents, key=self._peers.__getitem__)
+        return np.concatenate([latents[n] for n in order], axis=1)
 
     def _wait_for_nodes(self, grid: Grid, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout
