@@ -279,31 +279,8 @@ CHECKS = {
 
 
 # --------------------------------------------------------------------- tests
-# Cases the fuzzer found that protocol.py does not handle yet are marked
-# xfail(strict=True) and pinned by an @example: fixing one turns its test into
-# an XPASS failure, the cue to drop the mark.
-UNCHECKED_NAME = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "check_reply takes the peer name of a peer error's reason (codes 100, 101) "
-    "unchecked: Error(100, ': 0') read by read_pseudonyms(reply, 'node 5') raises "
-    "PeerReplyError(peer='') with message ': 0' (any text before ': ' becomes "
-    "the name, e.g. 'a\\nb' or another peer's name)"))
-NPZ_ARRAY = pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "Array.numpy() returns an NpzFile, not an ndarray, for .npz bytes; every "
-    "reader then raises AttributeError ('NpzFile' object has no attribute "
-    "'dtype' / 'shape'): Array(dtype='float32', shape=(), stype='numpy.ndarray', "
-    "data=<np.savez of np.array(False)>)"))
-CLASS_NAMES_NOT_TEXT = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "read_labels accepts class names that are not strings and returns them as "
-    "text: label-info classes=[0, 1, 2] (int list; likewise float, bool or bytes "
-    "lists) with labels [0., 1., 2., 1.] gives classes ['0', '1', '2']"))
-ZERO_ROW_LATENTS = pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "read_latents(reply, peer, n_rows=0) with float32 latents of shape (0, 1) "
-    "raises ValueError (np.abs(latents).max() of a zero-size array) instead of "
-    "accepting them or raising PeerReplyError"))
-
-
-@pytest.mark.parametrize("kind", [pytest.param("pseudonyms", marks=UNCHECKED_NAME),
-                                  "labels", "latents"])
+# Cases the fuzzer found once are pinned by an @example.
+@pytest.mark.parametrize("kind", ["pseudonyms", "labels", "latents"])
 @given(code=st.sampled_from([protocol.PEER_INPUT_ERROR, 101, 102, 0, 1, 3, 4]) | int64s,
        reason=st.none() | st.text() | st.sampled_from(
            ["", ": x", "alice: x", "node 5: x", "node 6: x", "peer-2:", "a\nb: x"]),
@@ -314,7 +291,6 @@ def test_error_replies(kind, code, reason, wire) -> None:
     assert CHECKS[kind](reply, N_ROWS) is None  # a PeerReplyError naming the peer
 
 
-@NPZ_ARRAY
 @pytest.mark.parametrize("kind", sorted(CHECKS))
 @given(array=raw_arrays, n_rows=st.integers(0, 5), wire=st.booleans())
 @example(array=Array(dtype="float32", shape=(), stype=SType.NUMPY,
@@ -375,7 +351,6 @@ def test_labels_payload(values, delta, classes, wire) -> None:
     check_labels(_reply(REQUESTS["labels"], content, wire), _rows_asked(values, delta))
 
 
-@CLASS_NAMES_NOT_TEXT
 @given(labels=_or_broken(GOOD["labels"], "labels"),
        info=records({"classes": st.just([]) | class_lists | st.lists(st.text(), max_size=4)}),
        wire=st.booleans())
@@ -388,7 +363,6 @@ def test_labels_records(labels, info, wire) -> None:
 latent_dtypes = st.sampled_from([np.float32] * 6 + [">f4", np.float64, np.float16])
 
 
-@ZERO_ROW_LATENTS
 @given(values=arrays_of(mostly(latent_dtypes, dtypes), cols=st.integers(0, 3)),
        delta=row_errors, wire=st.booleans())
 @example(values=np.zeros((0, 1), np.float32), delta=0, wire=False)

@@ -213,7 +213,7 @@ def check_reply(reply: Message, peer: str) -> None:
     reason = str(reply.error.reason or f"error code {reply.error.code}")
     name, _, own_words = reason.partition(": ")
     if reply.error.code in (PEER_INPUT_ERROR, PEER_INTERNAL_ERROR) and own_words and (
-        name == peer or peer.startswith("node ")
+        name == peer or (peer.startswith("node ") and _PEER_NAME.fullmatch(name))
     ):
         raise PeerReplyError(name, own_words)
     raise PeerReplyError(peer, f"failed: {reason}")
@@ -257,7 +257,8 @@ def read_labels(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, lis
     if labels.dtype.kind != "f" or not np.isfinite(labels).all():
         raise PeerReplyError(peer, "sent missing, non-finite or non-float labels")
     classes = _record(reply, LABEL_INFO, peer).get(CLASSES, [])
-    if not isinstance(classes, list) or len(set(map(str, classes))) != len(classes):
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) \
+            or len(set(classes)) != len(classes):
         raise PeerReplyError(peer, "sent class names that are not a list of "
                                    "distinct strings")
     if classes and not (np.isin(labels, np.arange(len(classes)))).all():
@@ -280,7 +281,7 @@ def read_latents(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, di
         )
     if not np.isfinite(latents).all():
         raise PeerReplyError(peer, "sent non-finite latent values")
-    largest = float(np.abs(latents).max())
+    largest = float(np.abs(latents).max(initial=0.0))
     if largest > LATENT_LIMIT:
         raise PeerReplyError(peer, f"sent latent values up to {largest:.3g}; the "
                                    f"limit is {LATENT_LIMIT:.0e}")
@@ -303,10 +304,13 @@ def _array_of(reply: Message, record: str, key: str, peer: str) -> np.ndarray:
     if not isinstance(arrays, ArrayRecord) or key not in arrays:
         raise PeerReplyError(peer, f"reply lacks the array '{record}.{key}'")
     try:
-        return arrays[key].numpy()
+        values = arrays[key].numpy()
     except Exception as err:  # noqa: BLE001 - any decoding failure is the peer's
         raise PeerReplyError(peer, f"array '{record}.{key}' does not decode: {err}") \
             from err
+    if not isinstance(values, np.ndarray):  # e.g. .npz bytes decode to an archive
+        raise PeerReplyError(peer, f"array '{record}.{key}' is not one array")
+    return values
 
 
 def _array(values: np.ndarray):  # noqa: ANN202
