@@ -146,7 +146,7 @@ def test_missing_id_column(run_app, peer_files):
     paths, labels = peer_files
     pd.read_csv(paths[2]).rename(columns={"id": "key"}).to_csv(paths[2], index=False)
     _stopped_with(_run_files(run_app, paths, labels),
-                  "peer-2: ID column 'id' not found")
+                  f"peer-2: data file '{paths[2]}': ID column 'id' not found")
 
 
 def test_duplicate_ids(run_app, peer_files):
@@ -154,7 +154,7 @@ def test_duplicate_ids(run_app, peer_files):
     table = pd.read_csv(paths[0])
     pd.concat([table, table.head(3)]).to_csv(paths[0], index=False)
     _stopped_with(_run_files(run_app, paths, labels),
-                  "peer-0: ID column 'id' has 3 duplicate IDs")
+                  f"peer-0: data file '{paths[0]}': ID column 'id' has 3 duplicate IDs")
 
 
 def test_too_few_and_no_aligned_entities(run_app, peer_files):
@@ -174,7 +174,8 @@ def test_column_without_usable_values(run_app, peer_files):
     table["empty"] = np.nan
     table.to_csv(paths[2], index=False)
     run = _run_files(run_app, paths, labels)
-    assert "peer-2: column(s) ['empty'] have no usable values" in run.output
+    assert (f"peer-2: data file '{paths[2]}': column(s) ['empty'] have no usable "
+            "values") in run.output
     assert run.report_path is None
 
 

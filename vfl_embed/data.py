@@ -31,7 +31,9 @@ CSV_DELIMITERS = ",;\t|"
 # A text column is numeric when at least this share of its values read as
 # numbers; the others are then taken for typos and refused.
 NUMERIC_SHARE = 0.9
-_SNIFF_CHARS = 64 * 1024
+# The csv sniffer can take time quadratic in its sample: keep it small.
+_SNIFF_CHARS = 8 * 1024
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
 _EXACT_INTEGER = 2**53  # floats beyond this are not exact whole numbers
 # A held-out value this many training standard deviations out is an error in
 # the data; clipping keeps the float32 matrix finite.
@@ -59,6 +61,9 @@ class _Source:
     def error(self, text: str) -> PeerDataError:
         where = f" data file '{self.path}':" if self.path else ""
         return PeerDataError(f"{self.peer}:{where} {text}")
+
+    def file_error(self, text: str) -> PeerDataError:
+        return PeerDataError(f"{self.peer}: data file '{self.path}' {text}")
 
     def warn(self, text: str) -> None:
         log(WARNING, "%s", self.error(text))
@@ -99,58 +104,53 @@ def read_table(path: str | Path, *, owner: str) -> pd.DataFrame:
     path = Path(path).expanduser()
     source = _Source(owner, path)
     if path.is_dir():
-        raise _file_error(source, "is a directory, not a file")
+        raise source.file_error("is a directory, not a file")
     if not path.is_file():
-        raise _file_error(source, "does not exist")
+        raise source.file_error("does not exist")
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
-        raise _file_error(source, f"has suffix '{suffix}'; expected .csv, .parquet "
-                                  "or .pq")
+        raise source.file_error(f"has suffix '{suffix}'; expected .csv, .parquet or .pq")
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise _file_error(source, f"cannot be read ({type(err).__name__})") from err
+        raise source.file_error(f"cannot be read ({type(err).__name__})") from err
     if not data:
-        raise _file_error(source, "is empty (0 bytes)")
+        raise source.file_error("is empty (0 bytes)")
     return _read_csv(data, source) if suffix == ".csv" else _read_parquet(data, source)
-
-
-def _file_error(source: _Source, text: str) -> PeerDataError:
-    return PeerDataError(f"{source.peer}: data file '{source.path}' {text}")
 
 
 def _read_parquet(data: bytes, source: _Source) -> pd.DataFrame:
     if not data.startswith(b"PAR1"):
-        raise _file_error(source, "is not a Parquet file; if it holds CSV text, "
-                                  "rename it to .csv")
+        raise source.file_error("is not a Parquet file; if it holds CSV text, rename it "
+                                "to .csv")
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     # pyarrow raises many types for a damaged file, and their texts may quote
     # its bytes: none of them may reach the server.
     except Exception as err:  # noqa: BLE001
-        raise _file_error(source, f"is not a readable Parquet file "
-                                  f"({type(err).__name__})") from err
+        raise source.file_error(
+            f"is not a readable Parquet file ({type(err).__name__})") from err
     # An ID saved as the pandas index comes back as the index: make it a column.
-    return frame if frame.index.names == [None] else frame.reset_index()
+    return frame if frame.index.names == [None] else frame.reset_index(
+        allow_duplicates=True)
 
 
 def _read_csv(data: bytes, source: _Source) -> pd.DataFrame:
     if data.startswith(b"PAR1"):
-        raise _file_error(source, "is a Parquet file, not CSV; rename it to .parquet")
+        raise source.file_error("is a Parquet file, not CSV; rename it to .parquet")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        raise _file_error(source, f"is not CSV text: line {line} holds a NUL byte "
-                                  "(binary or UTF-16?); save it as UTF-8 CSV")
+        raise source.file_error(f"is not CSV text: line {line} holds a NUL byte "
+                                "(binary or UTF-16?); save it as UTF-8 CSV")
     try:
         text = _csv_text(data)
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise _file_error(source, f"is not UTF-8 (line {line}); save it as "
-                                  "UTF-8") from err
+        raise source.file_error(f"is not UTF-8 (line {line}); save it as UTF-8") from err
     header = next(_csv_records(text), (0, []))[1]
     if not header:
-        raise _file_error(source, "is empty (no header line)")
+        raise source.file_error("is empty (no header line)")
     _check_unique_names([_clean_name(name) for name in header], source)
     try:
         with warnings.catch_warnings():
@@ -171,7 +171,7 @@ def _sniff_delimiter(text: str) -> str:
     sample = text[:_SNIFF_CHARS]
     if len(text) > len(sample):
         sample = sample.rsplit("\n", 1)[0]  # whole lines only
-    header = sample.lstrip("\r\n").splitlines()[0] if sample.strip() else ""
+    header = next((line for line in _lines(text) if line.strip()), "")
     try:
         found = csv.Sniffer().sniff(sample, delimiters=CSV_DELIMITERS).delimiter
     except csv.Error:
@@ -190,7 +190,7 @@ def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
     Blank lines are skipped, as pandas skips them. Used for the header and,
     on the error path, for line numbers.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
+    reader = csv.reader(_lines(text), delimiter=_sniff_delimiter(text))
     end = 0
     try:
         for record in reader:
@@ -201,16 +201,23 @@ def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
         return  # an unreadable record ends the walk; later rows are named by position
 
 
+def _lines(text: str) -> Iterator[str]:
+    """Yield the lines of ``text`` with their ends, lazily (no copy of a big file)."""
+    return (match.group() for match in _LINE.finditer(text))
+
+
 def _parse_error(text: str, width: int, message: str, source: _Source) -> PeerDataError:
     """Say which line broke the CSV parse, from the csv module's own walk."""
+    last = 0
     for line, fields in islice(_csv_records(text), 1, None):
         if len(fields) > width:
             return source.error(f"line {line} has {len(fields)} fields but the header "
-                                 f"has {width}; check the delimiter and quote fields "
-                                 "that contain it")
-    near = re.search(r"(?:line|row) (\d+)", message)
-    where = f" near line {near.group(1)}" if near else ""
-    return source.error(f"cannot be parsed as CSV{where} (an unclosed quote?)")
+                                f"has {width}; check the delimiter and quote fields "
+                                "that contain it")
+        last = line
+    if "EOF inside string" in message and last:  # the last record runs to the end
+        return source.error(f"the quote opened on line {last} is never closed")
+    return source.error("cannot be parsed as CSV; check the delimiter and the quoting")
 
 
 # ------------------------------------------------------------------- table
@@ -275,6 +282,8 @@ class PeerTable:
         _require_column(frame.columns, id_column, "ID column", src)
         if label_column:
             _require_column(frame.columns, label_column, "label column", src)
+            if label_column == id_column:
+                raise src.error(f"'{id_column}' cannot be both the ID and the label column")
         self.ids: np.ndarray = _checked_ids(frame[id_column], id_column, src)
         values = _parse_numbers(frame.drop(columns=[id_column]), src)
         _check_finite(values, src)
