@@ -122,10 +122,17 @@ def _run_files(run_app, paths, labels, **config):
     } | config)
 
 
-def _stopped_with(run, message: str) -> None:
-    assert message in run.output, run.output[-3000:]
+def _stopped_with(run, *messages: str) -> dict:
+    """Check the run stopped before any training, with ``messages``; return its report."""
+    report = run.report  # a stopped run keeps a report of what it finished
+    for message in messages:
+        assert message in run.output, run.output[-3000:]
+        assert message in report["error"]
     assert "[embed]" not in run.output  # stopped before any training
-    assert run.report_path is None
+    assert (report["status"], report["phase"]) == ("failed", "align")
+    assert report["model_file"] is None
+    assert not (run.report_path.parent / "report.png").exists()
+    return report
 
 
 def test_user_files_run(run_app, peer_files):
@@ -135,37 +142,34 @@ def test_user_files_run(run_app, peer_files):
     assert run.report["held_out_metrics"]["accuracy"] > 0.7
 
 
-def test_missing_data_file(run_app, peer_files):
-    paths, labels = peer_files
-    paths[1] = paths[1].with_name("nowhere.csv")
-    _stopped_with(_run_files(run_app, paths, labels),
-                  f"peer-1: data file '{paths[1]}' does not exist")
-
-
-def test_missing_id_column(run_app, peer_files):
-    paths, labels = peer_files
-    pd.read_csv(paths[2]).rename(columns={"id": "key"}).to_csv(paths[2], index=False)
-    _stopped_with(_run_files(run_app, paths, labels),
-                  f"peer-2: data file '{paths[2]}': ID column 'id' not found")
-
-
-def test_duplicate_ids(run_app, peer_files):
+def test_every_broken_peer_is_named_in_one_stop(run_app, peer_files):
     paths, labels = peer_files
     table = pd.read_csv(paths[0])
     pd.concat([table, table.head(3)]).to_csv(paths[0], index=False)
-    _stopped_with(_run_files(run_app, paths, labels),
-                  f"peer-0: data file '{paths[0]}': ID column 'id' has 3 duplicate IDs")
+    paths[1] = paths[1].with_name("nowhere.csv")
+    pd.read_csv(paths[2]).rename(columns={"id": "key"}).to_csv(paths[2], index=False)
+    report = _stopped_with(
+        _run_files(run_app, paths, labels),
+        f"peer-0: data file '{paths[0]}': ID column 'id' has 3 duplicate IDs",
+        f"; peer-1: data file '{paths[1]}' does not exist; ",
+        f"; peer-2: data file '{paths[2]}': ID column 'id' not found",
+    )
+    assert report["peers"] == {} and report["entities"]["aligned"] == 0
 
 
 def test_too_few_and_no_aligned_entities(run_app, peer_files):
     paths, labels = peer_files
     run = _run_files(run_app, paths, labels, **{"min-entities": 5000})
-    _stopped_with(run, "the run needs at least min-entities=5000")
+    report = _stopped_with(run, "the run needs at least min-entities=5000")
+    assert report["entities"]["aligned"] > 1000
+    assert sorted(report["peer_rows"]) == ["peer-0", "peer-1", "peer-2"]
+    assert report["peers"] == {}  # no peer was asked to fit
     table = pd.read_csv(paths[1])
     table["id"] = "other-" + table["id"]
     table.to_csv(paths[1], index=False)
     _stopped_with(_run_files(run_app, paths, labels),
-                  "only 0 entities are held by every peer")
+                  "no entity is held by every peer and the label file: check that "
+                  "all peers use the same alignment secret")
 
 
 def test_column_without_usable_values(run_app, peer_files):
@@ -173,10 +177,9 @@ def test_column_without_usable_values(run_app, peer_files):
     table = pd.read_csv(paths[2])
     table["empty"] = np.nan
     table.to_csv(paths[2], index=False)
-    run = _run_files(run_app, paths, labels)
-    assert (f"peer-2: data file '{paths[2]}': column(s) ['empty'] have no usable "
-            "values") in run.output
-    assert run.report_path is None
+    _stopped_with(_run_files(run_app, paths, labels),
+                  f"peer-2: data file '{paths[2]}': column(s) ['empty'] have no usable "
+                  "values")
 
 
 def test_label_file_not_covering_aligned_ids(run_app, peer_files):

@@ -64,6 +64,7 @@ def write_report(
         "peers": {p: {"rows": result.peer_rows.get(p, 0),
                       "latent_bytes_sent": result.bytes_received.get(p, 0), **m}
                   for p, m in sorted(result.peer_metrics.items())},
+        "peer_rows": result.peer_rows,  # every peer that aligned, by its row count
         "dropped_peers": result.dropped_peers,
         "seconds": result.seconds,
         "classes": result.classes,

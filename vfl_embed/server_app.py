@@ -118,7 +118,7 @@ def server_labels(config: Mapping[str, object]) -> ServerLabels:
                                    "label column")
         table = PeerTable(read_table(label_path, owner="server label file"),
                           str(config.get("id-column", "id")), "server label file",
-                          target, require_features=False)
+                          target, require_features=False, source=label_path)
         labels = table.labels
     else:
         dataset = load_dataset(str(config.get("dataset", "ames")))
