@@ -121,11 +121,14 @@ class VerticalEmbedding(Strategy):
     num_peers : int (default: 0)
         Peers to wait for before aligning; 0 takes the nodes connected.
     min_peers : int (default: 0)
-        Fewest peers the run may finish with. A peer that does not answer a
-        phase within the timeout, or that the SuperLink reports unreachable,
-        stops the run with an error naming it; with ``min_peers`` set, the
-        run instead goes on without it while at least ``min_peers`` remain,
-        and the result lists it in ``dropped_peers``. 0 means every peer.
+        Fewest peers the run may finish with. A peer fails a phase when it
+        does not answer within the timeout, the SuperLink reports it
+        unreachable, or its reply is an error or does not pass validation.
+        A failed peer stops the run with an error naming it; with
+        ``min_peers`` set, the run instead goes on without it while at
+        least ``min_peers`` remain, and the result lists it in
+        ``dropped_peers``. The label-holding peer cannot be left out of the
+        labels phase. 0 means every peer.
     seed : int (default: 42)
         Seed of the split and the downstream model.
     """
