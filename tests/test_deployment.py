@@ -225,7 +225,10 @@ def test_supernode_killed_mid_run(federation_hosts, min_peers):
         assert status == "finished:failed", run.output[-3000:]
         assert ("peer-2: did not answer the embed phase within 40 s, or the SuperLink "
                 "lost it") in run.output, run.output[-3000:]
-        assert "[report]" not in run.output
+        # The stopped run keeps what it finished: the two peers' embeddings.
+        report = run.report
+        assert (report["status"], report["phase"]) == ("failed", "fit-embed")
+        assert sorted(report["peers"]) == ["peer-0", "peer-1"]
     else:
         assert status == "finished:completed", run.output[-3000:]
         report = run.report

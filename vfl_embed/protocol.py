@@ -100,7 +100,7 @@ class PeerReplyError(RuntimeError):
     @classmethod
     def of_peers(cls, errors: Iterable[PeerReplyError], note: str = "") -> PeerReplyError:
         """One error for several peers; its message lists each peer's reason."""
-        errors = list(errors)
+        errors = sorted(errors, key=lambda e: e.peer)
         error = cls(", ".join(e.peer for e in errors), "")
         error.args = ("; ".join(str(e) for e in errors) + note,)
         error.reason = error.args[0]
