@@ -245,6 +245,26 @@ def test_peer_with_bad_data_is_left_out_at_alignment(tmp_path, paths, two_peer_m
     assert strategy.result.metrics == two_peer_metrics
 
 
+def test_no_common_entity_is_explained(tmp_path, paths):
+    table = pd.read_csv(paths[1])
+    table["id"] = "other-" + table["id"]
+    table.to_csv(paths[1], index=False)
+    strategy, error = run(config(paths))
+    assert str(error) == ("no entity is held by every peer: check that all peers use "
+                          "the same alignment secret and write IDs alike ('007' and "
+                          "'7' are different IDs)")
+    assert strategy.result.n_entities == 0 and len(strategy.result.peer_rows) == 3
+
+
+def test_label_file_not_covering_aligned_entities(tmp_path, paths):
+    labels = pd.read_csv(paths[0])[["id", "y"]].iloc[100:]
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    _, error = run(config(paths, **{"label-source": "server",
+                                    "label-path": str(tmp_path / "labels.csv")}))
+    assert str(error) == ("the label file does not cover 100 of the 240 entities all "
+                          "peers hold; add their labels or drop those rows")
+
+
 # -------------------------------------------------------------- labels
 def test_single_class_label_is_refused(tmp_path):
     paths = write_peers(tmp_path, label=["yes"] * N_ENTITIES)
