@@ -14,7 +14,7 @@ from flwr.common.logger import log
 from . import protocol
 from .data import PeerDataError
 from .message_log import message_log_mod
-from .peer import Peer, peer_from_context
+from .peer import Peer, peer_from_context, peer_name
 
 # TensorFlow's C++ start-up chatter would bury the run's own progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -41,7 +41,7 @@ def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
             return Message(Error(protocol.PEER_INPUT_ERROR, str(err)),
                            reply_to=message)
         except Exception as err:  # noqa: BLE001 - see the docstring
-            name = _peer_name(context)
+            name = peer_name(context.node_config)
             log(ERROR, "%s: %s failed", name, message.metadata.message_type,
                 exc_info=err)
             reason = (f"{name}: {type(err).__name__} while handling "
@@ -49,13 +49,6 @@ def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
             return Message(Error(protocol.PEER_INTERNAL_ERROR, reason), reply_to=message)
 
     return wrapped
-
-
-def _peer_name(context: Context) -> str:
-    config = context.node_config
-    if "partition-id" in config:
-        return f"peer-{config['partition-id']}"
-    return str(config.get("peer-name", "") or "peer")
 
 
 @app.query("pseudonyms")

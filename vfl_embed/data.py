@@ -74,7 +74,8 @@ class _Source:
         lines: list[int] = []
         if self.by_line and positions and self.path:
             text = _csv_text(self.path.read_bytes(), errors="replace")
-            records = islice(_csv_records(text), 1, max(positions) + 2)  # after header
+            records = islice(_csv_records(text, _sniff_delimiter(text)), 1,
+                             max(positions) + 2)  # after the header
             lines = [start for start, _ in records]
         return [f"line {lines[p]}" if p < len(lines) else f"row {p + 1}"
                 for p in positions]
@@ -148,7 +149,8 @@ def _read_csv(data: bytes, source: _Source) -> pd.DataFrame:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise source.file_error(f"is not UTF-8 (line {line}); save it as UTF-8") from err
-    header = next(_csv_records(text), (0, []))[1]
+    delimiter = _sniff_delimiter(text)
+    header = next(_csv_records(text, delimiter), (0, []))[1]
     if not header:
         raise source.file_error("is empty (no header line)")
     _check_unique_names([_clean_name(name) for name in header], source)
@@ -156,10 +158,10 @@ def _read_csv(data: bytes, source: _Source) -> pd.DataFrame:
         with warnings.catch_warnings():
             # pandas only warns when a first data row is longer than the header.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(io.BytesIO(data), sep=_sniff_delimiter(text), dtype=str,
+            return pd.read_csv(io.BytesIO(data), sep=delimiter, dtype=str,
                                encoding="utf-8-sig", index_col=False)
     except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
-        raise _parse_error(text, len(header), str(err), source) from err
+        raise _parse_error(text, delimiter, len(header), str(err), source) from err
 
 
 def _csv_text(data: bytes, errors: str = "strict") -> str:
@@ -184,13 +186,13 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
-def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """(first line, fields) of each record of a CSV text, header first.
 
     Blank lines are skipped, as pandas skips them. Used for the header and,
     on the error path, for line numbers.
     """
-    reader = csv.reader(_lines(text), delimiter=_sniff_delimiter(text))
+    reader = csv.reader(_lines(text), delimiter=delimiter)
     end = 0
     try:
         for record in reader:
@@ -206,10 +208,12 @@ def _lines(text: str) -> Iterator[str]:
     return (match.group() for match in _LINE.finditer(text))
 
 
-def _parse_error(text: str, width: int, message: str, source: _Source) -> PeerDataError:
+def _parse_error(
+    text: str, delimiter: str, width: int, message: str, source: _Source
+) -> PeerDataError:
     """Say which line broke the CSV parse, from the csv module's own walk."""
     last = 0
-    for line, fields in islice(_csv_records(text), 1, None):
+    for line, fields in islice(_csv_records(text, delimiter), 1, None):
         if len(fields) > width:
             return source.error(f"line {line} has {len(fields)} fields but the header "
                                 f"has {width}; check the delimiter and quote fields "

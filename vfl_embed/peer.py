@@ -23,7 +23,7 @@ from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
 from .data import PeerDataError, PeerTable, Preprocessor, read_table
 from .datasets import ID_COLUMN, load_dataset, vertical_split
 
-__all__ = ["Peer", "peer_from_context"]
+__all__ = ["Peer", "peer_from_context", "peer_name"]
 
 # Run-config key -> (Autoencoder parameter, type); absent keys keep its defaults.
 _ENCODER_PARAMS = {
@@ -175,9 +175,8 @@ def peer_from_context(
     ``data-paths`` (``;``-separated, one per peer) or a column group of the
     built-in ``dataset``; the run config's demo secret is used.
     """
+    name = peer_name(node_config)
     if "data-path" in node_config:
-        name = str(node_config.get("peer-name", "") or Path(
-            str(node_config["data-path"])).stem)
         table = PeerTable.from_file(
             str(node_config["data-path"]), str(node_config.get("id-column", "id")),
             name, str(node_config.get("label-column", "")),
@@ -190,12 +189,25 @@ def peer_from_context(
         )
     partition = int(node_config["partition-id"])
     num_partitions = int(node_config["num-partitions"])
-    name = f"peer-{partition}"
     secret = str(run_config.get("alignment-secret", ""))
     if not secret:
         raise PeerDataError(f"{name}: run config 'alignment-secret' is empty")
     return Peer(_simulated_table(partition, num_partitions, name, run_config),
                 KeyedHashAlignment(secret), simulated=True)
+
+
+def peer_name(node_config: Mapping[str, object]) -> str:
+    """Return the name a SuperNode's peer goes by in messages, reports and errors.
+
+    Deployment: ``peer-name``, else the data file's stem; simulation:
+    ``peer-<partition-id>``; ``"peer"`` when the node config names neither.
+    """
+    if "data-path" in node_config:
+        return str(node_config.get("peer-name", "") or Path(
+            str(node_config["data-path"])).stem)
+    if "partition-id" in node_config:
+        return f"peer-{node_config['partition-id']}"
+    return "peer"
 
 
 def _simulated_table(

@@ -175,7 +175,6 @@ class VerticalEmbedding(Strategy):
         self._peers: dict[int, str] = {}
         self._fingerprints: dict[int, str] = {}
         self._plan: AlignmentPlan | None = None
-        self._dropped: dict[str, str] = {}
         self._y = np.empty(0)
         self._evaluated = np.empty(0, dtype=bool)
         self._classes: list[str] = []
@@ -196,7 +195,7 @@ class VerticalEmbedding(Strategy):
             Seconds to wait for the peers in each phase.
         """
         self.summary()
-        self.result = VerticalResult(dropped_peers=self._dropped)
+        self.result = VerticalResult()
         try:
             with self._phase("align"):
                 self._align(grid, timeout)
@@ -491,7 +490,7 @@ class VerticalEmbedding(Strategy):
             raise PeerReplyError.of_peers(failures.values(), note)
         for node_id, err in failures.items():
             log(WARNING, "[%s] going on without %s: %s", phase, err.peer, err.reason)
-            self._dropped[err.peer] = err.reason
+            self.result.dropped_peers[err.peer] = err.reason
             self._peers.pop(node_id, None)
         return accepted
 
