@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from faulty_client import app as faulty_app
-from flwr.app import Error, Message
+from flwr.app import ConfigRecord, Error, Message
 from flwr.common.constant import ErrorCode
 from in_process_grid import InProcessGrid
 
+from vfl_embed import protocol
+from vfl_embed.alignment import KeyedHashAlignment, intersect
 from vfl_embed.local_federation import PROJECT_ROOT
 from vfl_embed.protocol import PeerReplyError
 from vfl_embed.report import write_report
@@ -226,10 +228,6 @@ def test_unknown_node_cannot_join_the_latents(paths):
 
 
 def _request_to(node_id: int) -> Message:
-    from flwr.app import ConfigRecord
-
-    from vfl_embed import protocol
-
     request = protocol.pseudonyms_request(node_id, ConfigRecord({}))
     request.metadata.__dict__["_message_id"] = "m-1"
     return request
@@ -270,7 +268,7 @@ def test_single_class_label_is_refused(tmp_path):
     paths = write_peers(tmp_path, label=["yes"] * N_ENTITIES)
     _, error = run(config(paths))
     assert str(error) == ("the label has 1 class in the "
-                          f"{_n_train(paths)} training entities; classification "
+                          f"{_n_train()} training entities; classification "
                           "needs at least two")
 
 
@@ -282,7 +280,7 @@ def test_constant_regression_label_is_refused(tmp_path):
 
 def test_held_out_class_unseen_in_training_is_left_out(tmp_path):
     labels = np.where(np.arange(N_ENTITIES) % 2 == 0, "even", "odd").astype(object)
-    first_test = _held_out_positions(tmp_path)[0]
+    first_test = _held_out_positions()[0]
     labels[first_test] = "only-in-test"
     paths = write_peers(tmp_path, label=labels)
     strategy, error = run(config(paths))
@@ -294,18 +292,16 @@ def test_held_out_class_unseen_in_training_is_left_out(tmp_path):
     assert len(result.y_test) == result.n_test
 
 
-def _held_out_positions(directory) -> np.ndarray:
+def _held_out_positions() -> np.ndarray:
     """Entity numbers the split holds out (it depends on the pseudonym only)."""
-    from vfl_embed.alignment import KeyedHashAlignment, intersect
-
     ids = [f"E{k:04d}" for k in range(N_ENTITIES)]
     pseudonyms = KeyedHashAlignment("s").pseudonymize(ids)
     plan = intersect({"all": pseudonyms}, 0.25, 42)
     return np.sort(plan.positions["all"][plan.is_test])
 
 
-def _n_train(paths) -> int:
-    return N_ENTITIES - len(_held_out_positions(None))
+def _n_train() -> int:
+    return N_ENTITIES - len(_held_out_positions())
 
 
 # ------------------------------------------- through a real Flower simulation
