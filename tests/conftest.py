@@ -41,10 +41,15 @@ def run_app(federation, tmp_path):
     return run
 
 
-@pytest.fixture
-def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The identity Flower's ServerApp runtime gives its process (needed to build
-    instruction messages outside a running federation)."""
+def set_server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give this process the identity Flower's ServerApp runtime gives its own
+    (needed to build instruction messages outside a running federation)."""
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
     monkeypatch.setattr(TaskIdentity, "_run_id", 7)
     monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
+
+
+@pytest.fixture
+def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ServerApp identity for one test; see :func:`set_server_identity`."""
+    set_server_identity(monkeypatch)

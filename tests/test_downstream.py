@@ -184,39 +184,41 @@ def test_predict_proba_needs_classification(xgb_regressor, regression) -> None:
         xgb_regressor.predict_proba(regression[2])
 
 
-# ------------------------------------------------------------------------ save
-def test_save_xgboost(xgb_classifier, digits, tmp_path) -> None:
-    import xgboost as xgb
-
-    path = xgb_classifier.save(tmp_path / "out")
-    assert path == tmp_path / "out" / "downstream_model.ubj"
-    assert path.stat().st_size > 1000
-    loaded = xgb.XGBClassifier()
-    loaded.load_model(path)
-    x_test = digits[2]
-    np.testing.assert_array_equal(loaded.predict(x_test),
-                                  xgb_classifier.predict(x_test))
-
-
-def test_save_logistic(logistic, digits, tmp_path) -> None:
-    import joblib
-
-    path = logistic.save(tmp_path)
-    assert path.name == "downstream_model.joblib"
-    x_test = digits[2]
-    np.testing.assert_array_equal(joblib.load(path).predict(x_test),
-                                  logistic.predict(x_test))
+# ------------------------------------------------------------------ save, load
+@pytest.mark.parametrize(("name", "data", "file_name"), [
+    ("xgb_classifier", "digits", "downstream_model.json"),
+    ("xgb_regressor", "regression", "downstream_model.json"),
+    ("logistic", "digits", "downstream_model.joblib"),
+    ("mlp", "linear", "downstream_model.keras"),
+])
+def test_saved_model_reloads_with_identical_predictions(request, name, data, file_name,
+                                                        tmp_path) -> None:
+    model, x_test = request.getfixturevalue(name), request.getfixturevalue(data)[2]
+    path = model.save(tmp_path / "out")
+    assert path == tmp_path / "out" / file_name
+    loaded = DownstreamModel.load(path, model.task)
+    assert loaded.kind == model.kind
+    np.testing.assert_array_equal(loaded.predict(x_test), model.predict(x_test))
+    if model.task == "classification":
+        np.testing.assert_array_equal(loaded.predict_proba(x_test),
+                                      model.predict_proba(x_test))
 
 
-def test_save_mlp(mlp, linear, tmp_path) -> None:
-    import keras
+@pytest.mark.parametrize(("name", "data"), [
+    ("xgb_classifier", "digits"), ("logistic", "digits"), ("mlp", "linear"),
+])
+def test_a_rows_prediction_does_not_depend_on_the_other_rows(request, name, data) -> None:
+    model, x_test = request.getfixturevalue(name), request.getfixturevalue(data)[2]
+    scores = model.predict_proba if model.task == "classification" else model.predict
+    everything = scores(x_test)
+    for rows in (np.arange(len(x_test))[::-1], np.arange(0, len(x_test), 7), [3]):
+        np.testing.assert_array_equal(scores(x_test[rows]), everything[rows])
 
-    path = mlp.save(tmp_path)
-    assert path.name == "downstream_model.keras"
-    x_test = linear[2]
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(loaded.predict(x_test, verbose=0).ravel(),
-                               mlp.predict(x_test), rtol=1e-5)
+
+def test_load_refuses_what_is_not_a_saved_model(tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="is not a saved downstream model"):
+        DownstreamModel.load(tmp_path / "notes.txt", "regression")
 
 
 # ---------------------------------------------------------------------- search

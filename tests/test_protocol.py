@@ -99,7 +99,7 @@ def test_pseudonyms_request() -> None:
 
 # ------------------------------------------------------------------- latents
 def test_read_latents_accepts_a_good_reply(embed_request, latents) -> None:
-    reply = protocol.embed_reply(embed_request, latents,
+    reply = protocol.latents_reply(embed_request, latents,
                                  {"reconstruction-mae": 0.25, "within-5pct": 0.5})
     assert reply.metadata.dst_node_id == SUPERLINK_NODE_ID
     assert reply.metadata.src_node_id == PEER_NODE
@@ -109,15 +109,15 @@ def test_read_latents_accepts_a_good_reply(embed_request, latents) -> None:
     assert metrics == {"reconstruction-mae": 0.25, "within-5pct": 0.5}
 
 
-def test_embed_reply_sends_float32(embed_request, latents) -> None:
-    reply = protocol.embed_reply(embed_request, latents.astype(np.float64), {})
+def test_latents_reply_sends_float32(embed_request, latents) -> None:
+    reply = protocol.latents_reply(embed_request, latents.astype(np.float64), {})
     values, _ = protocol.read_latents(reply, "peer-1", 3)
     assert values.dtype == np.float32
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
 def test_latents_of_the_wrong_dtype(embed_request, latents, dtype) -> None:
-    reply = protocol.embed_reply(embed_request, latents, {})
+    reply = protocol.latents_reply(embed_request, latents, {})
     _with_array(reply, "latents", "latents", latents.astype(dtype))
     with pytest.raises(PeerReplyError, match="peer-1: latents must be") as err:
         protocol.read_latents(reply, "peer-1", 3)
@@ -126,7 +126,7 @@ def test_latents_of_the_wrong_dtype(embed_request, latents, dtype) -> None:
 
 
 def test_latents_must_be_a_matrix(embed_request, latents) -> None:
-    reply = protocol.embed_reply(embed_request, latents, {})
+    reply = protocol.latents_reply(embed_request, latents, {})
     _with_array(reply, "latents", "latents", latents.ravel())
     with pytest.raises(PeerReplyError, match="peer-1: latents must be a 2-D"):
         protocol.read_latents(reply, "peer-1", 6)
@@ -134,7 +134,7 @@ def test_latents_must_be_a_matrix(embed_request, latents) -> None:
 
 @pytest.mark.parametrize("n_rows", [2, 4])
 def test_latents_of_the_wrong_row_count(embed_request, latents, n_rows) -> None:
-    reply = protocol.embed_reply(embed_request, latents, {})
+    reply = protocol.latents_reply(embed_request, latents, {})
     with pytest.raises(PeerReplyError, match="peer-1") as err:
         protocol.read_latents(reply, "peer-1", n_rows)
     assert "(3, 2)" in str(err.value)
@@ -142,7 +142,7 @@ def test_latents_of_the_wrong_row_count(embed_request, latents, n_rows) -> None:
 
 
 def test_latents_without_columns(embed_request) -> None:
-    reply = protocol.embed_reply(embed_request, np.zeros((3, 0)), {})
+    reply = protocol.latents_reply(embed_request, np.zeros((3, 0)), {})
     with pytest.raises(PeerReplyError, match=r"peer-1: sent latents of shape \(3, 0\)"):
         protocol.read_latents(reply, "peer-1", 3)
 
@@ -151,7 +151,7 @@ def test_latents_without_columns(embed_request) -> None:
 def test_non_finite_latents(embed_request, latents, bad: float) -> None:
     latents = latents.copy()
     latents[1, 1] = bad
-    reply = protocol.embed_reply(embed_request, latents, {})
+    reply = protocol.latents_reply(embed_request, latents, {})
     with pytest.raises(PeerReplyError, match="peer-1: sent non-finite latent"):
         protocol.read_latents(reply, "peer-1", 3)
 
@@ -222,7 +222,7 @@ def test_a_known_peer_cannot_speak_for_another(embed_request) -> None:
 
 
 def test_latents_beyond_the_limit_are_refused(embed_request, latents) -> None:
-    reply = protocol.embed_reply(embed_request, latents * 1e7, {"fit-seconds": 1.0})
+    reply = protocol.latents_reply(embed_request, latents * 1e7, {"fit-seconds": 1.0})
     with pytest.raises(PeerReplyError, match="peer-1: sent latent values up to"):
         protocol.read_latents(_over_the_wire(reply), "peer-1", 3)
 

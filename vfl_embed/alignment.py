@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PSEUDONYM_BYTES", "AlignmentPlan", "KeyedHashAlignment", "intersect"]
+__all__ = ["PSEUDONYM_BYTES", "AlignmentPlan", "KeyedHashAlignment", "intersect", "locate"]
 
 PSEUDONYM_BYTES = 32
 
@@ -130,6 +130,19 @@ def intersect(
     }
     aligned = common.view(np.uint8).reshape(len(common), PSEUDONYM_BYTES)
     return AlignmentPlan(aligned, _held_out(aligned, test_fraction, seed), positions)
+
+
+def locate(pseudonyms: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Return, for each of ``pseudonyms``, its row in ``among``, or -1 if absent.
+
+    Both are ``(n, 32)`` uint8 arrays; the rows of ``among`` are unique.
+    """
+    keys, among_keys = _as_keys(pseudonyms), _as_keys(among)
+    if len(among_keys) == 0:
+        return np.full(len(keys), -1, dtype=np.int64)
+    order = np.argsort(among_keys)
+    rows = order[np.searchsorted(among_keys[order], keys).clip(max=len(order) - 1)]
+    return np.where(among_keys[rows] == keys, rows, -1).astype(np.int64)
 
 
 def _as_keys(pseudonyms: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ stopping on a validation split (see the README's scenario table).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -19,8 +20,14 @@ __all__ = [
     "Autoencoder",
     "IdentityEncoder",
     "build_autoencoder",
+    "in_fixed_batches",
+    "predict_rows",
     "representation_metrics",
 ]
+
+# Rows per model call in in_fixed_batches. Every call has exactly this shape,
+# so a row's output does not depend on which other rows are scored with it.
+ROW_BATCH = 2048
 
 
 def build_autoencoder(
@@ -182,12 +189,36 @@ class Autoencoder:
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Return the latent vectors (float32) of the rows of ``x``."""
         self._check_fitted()
-        return _batched(self.encoder_, x)
+        return predict_rows(self.encoder_, x)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Return the decoder's reconstruction of ``x``."""
         self._check_fitted()
-        return _batched(self.model_, x, "reconstruction")
+        return predict_rows(self.model_, x, "reconstruction")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted autoencoder (encoder and decoder) as a ``.keras`` file."""
+        self._check_fitted()
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise ValueError(f"the autoencoder is saved as a .keras file, got '{path}'")
+        self.model_.save(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Autoencoder:
+        """Load an autoencoder written by :meth:`save`, ready to ``transform``.
+
+        The training settings are not stored; only the fitted model is.
+        """
+        import keras
+
+        model = keras.models.load_model(Path(path), compile=False)
+        latent = model.get_layer("latent")
+        loaded = cls(latent_dim=int(latent.units))
+        loaded.model_ = model
+        loaded.encoder_ = keras.Model(model.input, latent.output, name="encoder")
+        return loaded
 
     def _head(self, y: np.ndarray | None) -> tuple[int, str, str]:
         if not self.task:
@@ -247,15 +278,54 @@ class IdentityEncoder:
         return np.asarray(x, dtype=np.float32)
 
 
-def _batched(model, x: np.ndarray, output: str = "", batch: int = 8192) -> np.ndarray:  # noqa: ANN001
-    """Call ``model`` eagerly in batches; ``predict`` would retrace per model."""
+def predict_rows(model, x: np.ndarray, output: str = "") -> np.ndarray:  # noqa: ANN001
+    """Call a Keras ``model`` on the rows of ``x``, row by row reproducibly.
+
+    See :func:`in_fixed_batches`; ``model.predict`` would also retrace the
+    graph per model.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model with one input.
+    x : numpy.ndarray
+        ``(n, features)`` input rows.
+    output : str (default: "")
+        Name of the output to return, for models with several.
+    """
     import keras
 
+    def call(rows: np.ndarray) -> np.ndarray:
+        out = model(rows, training=False)
+        return keras.ops.convert_to_numpy(out[output] if output else out)
+
+    return in_fixed_batches(call, np.asarray(x, dtype=np.float32)).astype(
+        np.float32, copy=False)
+
+
+def in_fixed_batches(
+    function: Callable[[np.ndarray], np.ndarray], x: np.ndarray
+) -> np.ndarray:
+    """Apply a row-wise ``function`` to ``x`` in batches of exactly ``ROW_BATCH`` rows.
+
+    CPU matrix kernels sum in an order that depends on the matrix shape and,
+    when BLAS splits a product among threads, on a row's place in it; the
+    same row can then come out a few ULPs apart when scored among other
+    rows. Every call here gets a batch of the same shape (the last one
+    zero-padded) and BLAS one thread (TensorFlow's and XGBoost's own thread
+    pools are not affected), so each row's output is the same bits whatever
+    rows surround it: scoring entities later gives what training gave them.
+    """
+    from threadpoolctl import threadpool_limits
+
     parts = []
-    for start in range(0, len(x), batch):
-        out = model(x[start:start + batch], training=False)
-        parts.append(keras.ops.convert_to_numpy(out[output] if output else out))
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    with threadpool_limits(1, user_api="blas"):
+        for start in range(0, max(len(x), 1), ROW_BATCH):  # one call even for no rows
+            rows = x[start:start + ROW_BATCH]
+            padded = np.zeros((ROW_BATCH, *x.shape[1:]), dtype=x.dtype)
+            padded[:len(rows)] = rows
+            parts.append(np.asarray(function(padded))[:len(rows)])
+    return np.concatenate(parts)
 
 
 def representation_metrics(

@@ -15,13 +15,14 @@ from . import protocol
 from .data import PeerDataError
 from .message_log import message_log_mod
 from .peer import Peer, peer_from_context, peer_name
+from .peer_state import parse_run_id
 
 # TensorFlow's C++ start-up chatter would bury the run's own progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = ClientApp(mods=[message_log_mod])
 
-Handler = Callable[[Message, Peer], Message]
+Handler = Callable[[Message, Peer, Context], Message]
 
 
 def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
@@ -36,7 +37,7 @@ def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
     def wrapped(message: Message, context: Context) -> Message:
         try:
             peer = peer_from_context(context.node_config, context.run_config)
-            return handler(message, peer)
+            return handler(message, peer, context)
         except PeerDataError as err:
             return Message(Error(protocol.PEER_INPUT_ERROR, str(err)),
                            reply_to=message)
@@ -53,7 +54,7 @@ def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
 
 @app.query("pseudonyms")
 @_as_peer_handler
-def pseudonyms(message: Message, peer: Peer) -> Message:
+def pseudonyms(message: Message, peer: Peer, context: Context) -> Message:
     """Send the keyed pseudonyms of the peer's IDs."""
     return protocol.pseudonyms_reply(
         message, peer.name, peer.pseudonyms(), peer.table.labels is not None
@@ -62,7 +63,7 @@ def pseudonyms(message: Message, peer: Peer) -> Message:
 
 @app.query("labels")
 @_as_peer_handler
-def labels(message: Message, peer: Peer) -> Message:
+def labels(message: Message, peer: Peer, context: Context) -> Message:
     """Send the labels of the aligned rows (label-holding peer only)."""
     positions, _, _ = protocol.read_plan(message)
     values, classes = peer.labels(positions)
@@ -71,15 +72,35 @@ def labels(message: Message, peer: Peer) -> Message:
 
 @app.train("embed")
 @_as_peer_handler
-def embed(message: Message, peer: Peer) -> Message:
-    """Fit the encoder on the training rows and send the latents of all rows."""
+def embed(message: Message, peer: Peer, context: Context) -> Message:
+    """Fit the encoder on the training rows and send the latents of all rows.
+
+    The fitted preprocessing and encoder are kept under this run's ID.
+    """
+    config = _checked_config(message, peer)
+    positions, is_test, targets = protocol.read_plan(message)
+    if is_test is None:
+        raise PeerDataError(f"{peer.name}: the embed request lacks its train/test plan")
+    latents, metrics = peer.embed(positions, is_test, config, targets, context.run_id)
+    return protocol.latents_reply(message, latents, metrics)
+
+
+@app.query("encode")
+@_as_peer_handler
+def encode(message: Message, peer: Peer, context: Context) -> Message:
+    """Encode the requested rows with the frozen encoder of a training run."""
+    config = _checked_config(message, peer)
+    train_run = parse_run_id(config.get(protocol.TRAIN_RUN, ""), peer.name)
+    positions, _, _ = protocol.read_plan(message)
+    latents, metrics = peer.encode(positions, train_run)
+    return protocol.latents_reply(message, latents, metrics)
+
+
+def _checked_config(message: Message, peer: Peer) -> dict:
+    """Return the request's config once its fingerprint matches the peer's table."""
     config = dict(message.content[protocol.CONFIG])
     if config.get(protocol.FINGERPRINT) != protocol.fingerprint(peer.pseudonyms()):
         raise PeerDataError(
             f"{peer.name}: the data changed since alignment; restart the run"
         )
-    positions, is_test, targets = protocol.read_plan(message)
-    if is_test is None:
-        raise PeerDataError(f"{peer.name}: the embed request lacks its train/test plan")
-    latents, metrics = peer.embed(positions, is_test, config, targets)
-    return protocol.embed_reply(message, latents, metrics)
+    return config

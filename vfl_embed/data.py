@@ -15,7 +15,7 @@ import io
 import re
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from logging import WARNING
@@ -531,9 +531,7 @@ class Preprocessor:
         self.means_ = means[self.numeric_columns_]
         self.stds_ = stds[self.numeric_columns_]
         self.levels_ = {c: levels[c] for c in self.categorical_columns_}
-        self.feature_names_ = list(self.numeric_columns_) + [
-            f"{c}={level}" for c in self.categorical_columns_ for level in self.levels_[c]
-        ]
+        self.feature_names_ = _feature_names(self.numeric_columns_, self.levels_)
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -576,6 +574,42 @@ class Preprocessor:
             start += width
         return slices
 
+    def get_state(self) -> dict:
+        """Return the fitted state as JSON-ready values (see :meth:`from_state`).
+
+        Floats are kept exactly: JSON writes the shortest text that reads
+        back to the same double.
+        """
+        self._check_fitted()
+        return {
+            "min_level_fraction": self.min_level_fraction,
+            "numeric_columns": list(self.numeric_columns_),
+            "medians": self.medians_.tolist(),
+            "means": self.means_.tolist(),
+            "stds": self.stds_.tolist(),
+            "levels": [[column, self.levels_[column]] for column in self.categorical_columns_],
+            "dropped_columns": list(self.dropped_columns_),
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, object], peer: str = "peer",
+        source: str | Path | None = None,
+    ) -> Preprocessor:
+        """Rebuild a fitted preprocessor from :meth:`get_state`'s output."""
+        fitted = cls(float(state["min_level_fraction"]), peer, source)
+        numeric = [str(c) for c in state["numeric_columns"]]
+        fitted.numeric_columns_ = numeric
+        for name in ("medians", "means", "stds"):
+            values = pd.Series(state[name], index=numeric, dtype=float)
+            setattr(fitted, f"{name}_", values)
+        fitted.levels_ = {str(column): [str(v) for v in levels]
+                          for column, levels in state["levels"]}
+        fitted.categorical_columns_ = list(fitted.levels_)
+        fitted.dropped_columns_ = [str(c) for c in state["dropped_columns"]]
+        fitted.feature_names_ = _feature_names(numeric, fitted.levels_)
+        return fitted
+
     def _frequent_levels(self, column: pd.Series) -> list[str]:
         counts = _as_levels(column).value_counts(normalize=True)
         frequent = sorted(counts[counts >= self.min_level_fraction].index)
@@ -608,6 +642,10 @@ class Preprocessor:
 
 
 # ----------------------------------------------------------------- helpers
+def _feature_names(numeric: list[str], levels: Mapping[str, list[str]]) -> list[str]:
+    return list(numeric) + [f"{c}={level}" for c, kept in levels.items() for level in kept]
+
+
 def _is_number(values: pd.Series) -> bool:
     dtype = values.dtype
     return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from .autoencoder import in_fixed_batches, predict_rows
+
 __all__ = ["MODELS", "DownstreamModel", "score"]
 
 MODELS = ("xgboost", "logistic", "mlp")
@@ -61,12 +63,16 @@ class DownstreamModel:
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predict targets (class indices for classification)."""
+        """Predict targets (class indices for classification).
+
+        A row's prediction does not depend on the other rows of ``x`` (see
+        :func:`~vfl_embed.autoencoder.in_fixed_batches`).
+        """
         self._check_fitted()
         if self.kind == "mlp":
-            out = self.model_.predict(x, batch_size=4096, verbose=0)
+            out = predict_rows(self.model_, x)
             return out.argmax(axis=1) if self.task == "classification" else out.ravel()
-        return self.model_.predict(x)
+        return in_fixed_batches(self.model_.predict, x)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities, shape ``(n, n_classes)``; classification only."""
@@ -74,8 +80,8 @@ class DownstreamModel:
         if self.task != "classification":
             raise RuntimeError("predict_proba is only defined for classification")
         if self.kind == "mlp":
-            return self.model_.predict(x, batch_size=4096, verbose=0)
-        return self.model_.predict_proba(x)
+            return predict_rows(self.model_, x)
+        return in_fixed_batches(self.model_.predict_proba, x)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Return the task's metrics on ``(x, y)``; see :func:`score`."""
@@ -88,7 +94,7 @@ class DownstreamModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.kind == "xgboost":
-            path = directory / "downstream_model.ubj"
+            path = directory / "downstream_model.json"
             self.model_.save_model(path)
         elif self.kind == "mlp":
             path = directory / "downstream_model.keras"
@@ -99,6 +105,39 @@ class DownstreamModel:
             path = directory / "downstream_model.joblib"
             joblib.dump(self.model_, path)
         return path
+
+    @classmethod
+    def load(cls, path: str | Path, task: str) -> DownstreamModel:
+        """Load a model written by :meth:`save`; its kind follows from the file name.
+
+        Parameters
+        ----------
+        path : str | Path
+            ``downstream_model.json`` (XGBoost), ``.keras`` (MLP) or
+            ``.joblib`` (logistic regression).
+        task : str
+            The task the model was trained for.
+        """
+        path = Path(path)
+        kind = {".json": "xgboost", ".keras": "mlp", ".joblib": "logistic"}.get(path.suffix)
+        if kind is None or not path.is_file():
+            raise ValueError(f"'{path}' is not a saved downstream model")
+        loaded = cls(kind, task)
+        if kind == "xgboost":
+            import xgboost as xgb
+
+            estimator = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
+            loaded.model_ = estimator()
+            loaded.model_.load_model(path)
+        elif kind == "mlp":
+            import keras
+
+            loaded.model_ = keras.models.load_model(path)
+        else:
+            import joblib
+
+            loaded.model_ = joblib.load(path)
+        return loaded
 
     def _fit_xgboost(self, x: np.ndarray, y: np.ndarray):  # noqa: ANN202
         import xgboost as xgb

@@ -7,8 +7,9 @@ gave a usable answer and, if not, why.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
-from logging import WARNING
+from logging import INFO, WARNING
 from typing import TypeVar
 
 from flwr.app import Message
@@ -18,7 +19,7 @@ from flwr.serverapp import Grid
 from . import protocol
 from .protocol import PeerReplyError
 
-__all__ = ["exchange"]
+__all__ = ["exchange", "wait_for_nodes"]
 
 T = TypeVar("T")
 
@@ -76,6 +77,25 @@ def exchange(
         if node_id not in accepted and node_id not in failures:
             failures[node_id] = PeerReplyError(name(node_id), silent)
     return accepted, failures
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    """Wait until ``count`` SuperNodes are connected; return the connected node ids.
+
+    ``count = 0`` takes the nodes connected now (at least one). Fewer than
+    ``count`` are returned if the timeout passes first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if node_ids and len(node_ids) >= count:
+            if not count:
+                log(INFO, "num-peers=0: going on with the %d SuperNodes connected "
+                    "now; set num-peers to wait for all", len(node_ids))
+            return node_ids
+        if time.monotonic() > deadline:
+            return node_ids
+        time.sleep(1.0)
 
 
 def _pair(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from logging import WARNING
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from .alignment import KeyedHashAlignment
 from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
 from .data import PeerDataError, PeerTable, Preprocessor, read_table
 from .datasets import ID_COLUMN, load_dataset, vertical_split
+from .peer_state import PeerState
 
 __all__ = ["Peer", "peer_from_context", "peer_name"]
 
@@ -52,14 +53,22 @@ class Peer:
     simulated : bool (default: False)
         True in simulation; only then may the raw-column baseline encoder
         (``encoder = "none"``) be used.
+    state_dir : str | Path | None (default: None)
+        Where the peer keeps its fitted preprocessing and encoder of each
+        training run (see :mod:`vfl_embed.peer_state`); None keeps nothing.
     """
 
     def __init__(
-        self, table: PeerTable, alignment: KeyedHashAlignment, simulated: bool = False
+        self,
+        table: PeerTable,
+        alignment: KeyedHashAlignment,
+        simulated: bool = False,
+        state_dir: str | Path | None = None,
     ) -> None:
         self.table = table
         self.alignment = alignment
         self.simulated = simulated
+        self.state_dir = state_dir
 
     @property
     def name(self) -> str:
@@ -94,12 +103,15 @@ class Peer:
         is_test: np.ndarray,
         config: Mapping[str, object],
         train_targets: np.ndarray | None = None,
+        run_id: int | None = None,
     ) -> tuple[np.ndarray, dict[str, float]]:
         """Fit on the aligned training rows and encode all aligned rows.
 
         Returns the latents in the server's order and the metrics: the
         representation metrics on held-out rows (see
         :func:`~vfl_embed.autoencoder.representation_metrics`), sizes and time.
+        With a ``state_dir`` and the training ``run_id``, the fitted state is
+        saved for :meth:`encode`.
         """
         started = time.perf_counter()
         frame = self._select(positions, self.table.features)
@@ -114,6 +126,9 @@ class Peer:
                 encoder.latent_dim, x.shape[1])
         encoder.fit(x[train], train_targets)
         latents = encoder.transform(x)
+        if self.state_dir is not None and run_id is not None:
+            saved = PeerState(self.name, run_id, preprocessor, encoder).save(self.state_dir)
+            log(INFO, "%s: encoder of run %d saved in %s", self.name, run_id, saved)
         test_x = x[is_test] if is_test.any() else x[train]
         reconstruction = encoder.reconstruct(test_x)
         metrics = representation_metrics(
@@ -130,6 +145,22 @@ class Peer:
             "fit-seconds": time.perf_counter() - started,
         }
         return latents, metrics
+
+    def encode(
+        self, positions: np.ndarray, train_run: int
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Encode rows with the frozen state of training run ``train_run``.
+
+        Returns the latents of the rows at ``positions`` (into the peer's
+        pseudonyms), in that order, and sizes and time as metrics.
+        """
+        started = time.perf_counter()
+        if self.state_dir is None:
+            raise PeerDataError(f"{self.name}: keeps no encoder state (no state-dir)")
+        state = PeerState.load(self.state_dir, self.name, train_run, self.table.source)
+        latents = state.transform(self._select(positions, self.table.features))
+        return latents, {"rows": float(len(latents)),
+                         "encode-seconds": time.perf_counter() - started}
 
     def _select(self, positions: np.ndarray, values: pd.DataFrame | pd.Series):  # noqa: ANN202
         if positions.ndim != 1 or (len(positions) and (
@@ -174,14 +205,22 @@ def peer_from_context(
     ``num-partitions`` pick either the user's file from the run config's
     ``data-paths`` (``;``-separated, one per peer) or a column group of the
     built-in ``dataset``; the run config's demo secret is used.
+
+    The peer keeps its fitted encoders under the node config's ``state-dir``;
+    without one, next to its data file (``vfl-embed-state/``) in deployment,
+    and under the run config's ``state-dir`` (default
+    ``<results-dir>/peer-state``) in simulation.
     """
     name = peer_name(node_config)
     if "data-path" in node_config:
+        data_path = Path(str(node_config["data-path"]))
         table = PeerTable.from_file(
-            str(node_config["data-path"]), str(node_config.get("id-column", "id")),
+            str(data_path), str(node_config.get("id-column", "id")),
             name, str(node_config.get("label-column", "")),
         )
-        return Peer(table, KeyedHashAlignment(_node_secret(node_config, name)))
+        state_dir = node_config.get("state-dir") or data_path.parent / "vfl-embed-state"
+        return Peer(table, KeyedHashAlignment(_node_secret(node_config, name)),
+                    state_dir=Path(str(state_dir)))
     if "partition-id" not in node_config:
         raise PeerDataError(
             "peer: node config names neither 'data-path' (deployment) nor "
@@ -192,8 +231,10 @@ def peer_from_context(
     secret = str(run_config.get("alignment-secret", ""))
     if not secret:
         raise PeerDataError(f"{name}: run config 'alignment-secret' is empty")
+    state_dir = node_config.get("state-dir") or run_config.get("state-dir") or (
+        Path(str(run_config.get("results-dir", "") or "results")) / "peer-state")
     return Peer(_simulated_table(partition, num_partitions, name, run_config),
-                KeyedHashAlignment(secret), simulated=True)
+                KeyedHashAlignment(secret), simulated=True, state_dir=Path(str(state_dir)))
 
 
 def peer_name(node_config: Mapping[str, object]) -> str:

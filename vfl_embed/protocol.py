@@ -24,7 +24,14 @@ Messages (server -> peer, and the reply):
     (``(m,)`` uint8) and, for supervised encoders, ``"train-targets"``;
     ``ConfigRecord "config"`` with the encoder settings and ``"fingerprint"``.
     Reply: ``ArrayRecord "latents"`` with ``"latents"`` (``(m, d)`` float32,
-    in the server's order) and ``MetricRecord "metrics"``.
+    in the server's order) and ``MetricRecord "metrics"``. The peer saves its
+    fitted preprocessing and encoder under this run's ID.
+``query.encode``
+    Encode rows with the frozen encoder of an earlier training run (predict
+    mode). Request: ``ArrayRecord "plan"`` with ``"positions"`` and
+    ``ConfigRecord "config"`` with ``"train-run"`` (the training run's ID, as
+    text: run IDs exceed Flower's signed integers) and ``"fingerprint"``.
+    Reply: as for ``train.embed``.
 
 A peer that fails replies with a Flower ``Error`` whose reason names it.
 
@@ -48,6 +55,7 @@ from .alignment import PSEUDONYM_BYTES
 # Message types: "<kind>.<name>", matching @app.query("<name>") / @app.train(...).
 QUERY_PSEUDONYMS = "query.pseudonyms"
 QUERY_LABELS = "query.labels"
+QUERY_ENCODE = "query.encode"
 TRAIN_EMBED = "train.embed"
 
 # Record names and keys.
@@ -61,6 +69,7 @@ POSITIONS = "positions"
 IS_TEST = "is-test"
 TRAIN_TARGETS = "train-targets"
 CONFIG = "config"
+TRAIN_RUN = "train-run"
 LABELS = "labels"
 LABEL_INFO = "label-info"
 CLASSES = "classes"
@@ -135,10 +144,10 @@ def labels_reply(request: Message, labels: np.ndarray, classes: list[str]) -> Me
     return Message(content, reply_to=request)
 
 
-def embed_reply(
+def latents_reply(
     request: Message, latents: np.ndarray, metrics: dict[str, float]
 ) -> Message:
-    """Reply to ``train.embed``."""
+    """Reply to ``train.embed`` or ``query.encode``."""
     content = RecordDict({
         LATENTS: ArrayRecord({LATENTS: _array(latents.astype(np.float32))}),
         METRICS: MetricRecord(metrics),
@@ -190,6 +199,16 @@ def embed_request(
         plan[TRAIN_TARGETS] = _array(train_targets.astype(np.float64))
     return Message(RecordDict({PLAN: plan, CONFIG: config}), dst_node_id=node_id,
                    message_type=TRAIN_EMBED)
+
+
+def encode_request(
+    node_id: int, positions: np.ndarray, train_run: int, fingerprint_: str
+) -> Message:
+    """Build a ``query.encode`` message."""
+    plan = ArrayRecord({POSITIONS: _array(positions.astype(np.int64))})
+    config = ConfigRecord({TRAIN_RUN: str(train_run), FINGERPRINT: fingerprint_})
+    return Message(RecordDict({PLAN: plan, CONFIG: config}), dst_node_id=node_id,
+                   message_type=QUERY_ENCODE)
 
 
 def is_unreachable(reply: Message) -> bool:
@@ -266,8 +285,13 @@ def read_labels(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, lis
     return labels, [str(c) for c in classes]
 
 
-def read_latents(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, dict]:
-    """Validate a ``train.embed`` reply; return latents and metrics."""
+def read_latents(
+    reply: Message, peer: str, n_rows: int, width: int = 0
+) -> tuple[np.ndarray, dict]:
+    """Validate a ``train.embed`` or ``query.encode`` reply; return latents and metrics.
+
+    ``width``, if positive, is the latent width the peer must send.
+    """
     check_reply(reply, peer)
     latents = _array_of(reply, LATENTS, LATENTS, peer)
     if latents.dtype != np.float32 or latents.ndim != 2:
@@ -275,9 +299,12 @@ def read_latents(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, di
             peer, f"latents must be a 2-D float32 matrix, got {latents.shape} "
             f"{latents.dtype}"
         )
-    if latents.shape[0] != n_rows or latents.shape[1] == 0:
+    if latents.shape[0] != n_rows or latents.shape[1] == 0 or (
+        width and latents.shape[1] != width
+    ):
+        expected = f"({n_rows}, {width})" if width else f"{n_rows} rows"
         raise PeerReplyError(
-            peer, f"sent latents of shape {latents.shape}, expected {n_rows} rows"
+            peer, f"sent latents of shape {latents.shape}, expected {expected}"
         )
     if not np.isfinite(latents).all():
         raise PeerReplyError(peer, "sent non-finite latent values")

@@ -1,4 +1,10 @@
-"""Run reports: JSON, Markdown, a PNG chart and the saved downstream model."""
+"""Run reports: JSON, Markdown, a PNG chart, predictions and the saved model.
+
+A training run's directory is also what a later prediction run loads (see
+:class:`~vfl_embed.prediction.TrainedFederation`): ``report.json`` names the
+task, classes, model file and latent blocks, beside the model and the
+moments of the joined training latents.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from .prediction import MOMENTS_FILE, PredictionResult
 from .strategy import VerticalResult
 
-__all__ = ["metrics_table", "write_report"]
+__all__ = ["metrics_table", "write_prediction_report", "write_report"]
 
 PEER_COLUMNS = ("reconstruction-mae", "within-5pct", "n-columns", "latent-dim",
                 "fit-seconds")
@@ -38,19 +46,31 @@ def peer_table(result: VerticalResult) -> str:
 
 
 def write_report(
-    result: VerticalResult, directory: str | Path, run_config: Mapping[str, object]
+    result: VerticalResult,
+    directory: str | Path,
+    run_config: Mapping[str, object],
+    run_id: int = 0,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md``, ``report.png`` and the model.
+    """Write ``report.json``, ``report.md``, ``report.png``, predictions and model.
 
-    A run that stopped (``result.status == "failed"``) gets the JSON and
-    Markdown reports of what it finished, without chart and model. Returns
-    the paths written, by kind.
+    ``predictions.csv`` holds the held-out entities' labels and predictions
+    (keyed by ID when the server holds the IDs). A run that stopped
+    (``result.status == "failed"``) gets the JSON and Markdown reports of
+    what it finished, and nothing else. Returns the paths written, by kind.
     """
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {"model": result.model.save(directory)} if result.model else {}
+    paths = {}
+    if result.status == "completed":
+        paths["model"] = result.model.save(directory)
+        paths["moments"] = directory / MOMENTS_FILE
+        np.savez(paths["moments"], mean=result.latent_mean, cov=result.latent_cov)
+        paths["predictions"] = directory / "predictions.csv"
+        _held_out_frame(result).to_csv(paths["predictions"], index=False)
     summary = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": str(run_id),
+        "mode": "train",
         "status": result.status,
         "phase": result.phase,
         "error": result.error,
@@ -68,7 +88,9 @@ def write_report(
         "dropped_peers": result.dropped_peers,
         "seconds": result.seconds,
         "classes": result.classes,
-        "model_file": paths["model"].name if result.model else None,
+        "model_file": paths["model"].name if "model" in paths else None,
+        "latent_blocks": result.latent_blocks,
+        "projection": result.projection,
         "run_config": dict(run_config),
     }
     paths["json"] = directory / "report.json"
@@ -105,8 +127,99 @@ def _markdown(result: VerticalResult, summary: dict) -> str:
         "## Peers\n\nRepresentation metrics on held-out rows (reconstruction MAE "
         "on the standardized, one-hot encoded columns; share of observations "
         "reconstructed within 5 %).\n\n" + peer_table(result),
-        f"Model file: `{summary['model_file']}`." if result.model else "",
+        f"Model file: `{summary['model_file']}`; held-out predictions: "
+        "`predictions.csv`. Predict for new entities with run-config "
+        f"`mode=\"predict\" train-run=\"{summary['run_id']}\"`."
+        if result.status == "completed" else "",
     ]).rstrip() + "\n"
+
+
+def _held_out_frame(result: VerticalResult) -> pd.DataFrame:
+    """Held-out labels and predictions; class codes become class names."""
+    frame = pd.DataFrame() if result.test_ids is None else pd.DataFrame(
+        {"id": result.test_ids})
+    frame["actual"] = _named(result.y_test, result.classes)
+    frame["predicted"] = _named(result.y_pred, result.classes)
+    return _with_probabilities(frame, result.y_proba, result.classes)
+
+
+def _named(values: np.ndarray, classes: list[str]) -> np.ndarray:
+    return np.asarray(classes, dtype=object)[values.astype(int)] if classes else values
+
+
+def _with_probabilities(
+    frame: pd.DataFrame, proba: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
+    if proba.size:
+        for k, name in enumerate(classes):
+            frame[f"proba_{name}"] = proba[:, k]
+    return frame
+
+
+def write_prediction_report(
+    result: PredictionResult,
+    directory: str | Path,
+    run_config: Mapping[str, object],
+    run_id: int = 0,
+) -> dict[str, Path]:
+    """Write a prediction run's ``predictions.csv``, ``report.json`` and ``report.md``.
+
+    ``predictions.csv`` has one row per scored entity, in request order:
+    ``id``, ``predicted`` (a class name for classification), one
+    ``proba_<class>`` column per class, and ``imputed_peers`` (the peers
+    whose latents were imputed, ``;``-separated).
+    """
+    directory = Path(directory).expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    if result.status == "completed":
+        frame = pd.DataFrame({"id": result.ids,
+                              "predicted": _named(result.predictions, result.classes)})
+        frame = _with_probabilities(frame, result.probabilities, result.classes)
+        frame["imputed_peers"] = result.imputed
+        paths["predictions"] = directory / "predictions.csv"
+        frame.to_csv(paths["predictions"], index=False)
+    imputed = sum(1 for names in result.imputed if names)
+    summary = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": str(run_id),
+        "mode": "predict",
+        "train_run": str(result.train_run),
+        "status": result.status,
+        "phase": result.phase,
+        "error": result.error,
+        "task": result.task,
+        "entities": {"requested": result.requested, "scored": result.scored,
+                     "imputed": imputed, "not_scored": result.requested - result.scored,
+                     "missing_by_peer": result.missing_rows},
+        "peer_rows": result.peer_rows,
+        "seconds": result.seconds,
+        "classes": result.classes,
+        "run_config": dict(run_config),
+    }
+    paths["json"] = directory / "report.json"
+    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
+    paths["markdown"] = directory / "report.md"
+    paths["markdown"].write_text(_prediction_markdown(summary))
+    return paths
+
+
+def _prediction_markdown(summary: dict) -> str:
+    counts = summary["entities"]
+    if summary["status"] == "completed":
+        outcome = (f"Scored {counts['scored']} of {counts['requested']} requested "
+                   f"entities with the {summary['task']} model of training run "
+                   f"{summary['train_run']} ({counts['imputed']} with imputed peer "
+                   f"latents, {counts['not_scored']} not scored); see `predictions.csv`.")
+    else:
+        outcome = f"**Stopped in the {summary['phase']} phase**: {summary['error']}"
+    missing = "\n".join(f"| {peer} | {n} |" for peer, n in
+                        sorted(counts["missing_by_peer"].items()))
+    return "\n\n".join([
+        "# vfl_embed prediction report", outcome,
+        "## Requested entities a peer does not hold\n\n| peer | entities |\n|---|---:|\n"
+        + missing,
+    ]) + "\n"
 
 
 def _chart(result: VerticalResult, path: Path) -> None:

@@ -8,6 +8,7 @@ from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -15,8 +16,10 @@ from flwr.serverapp import Grid, ServerApp
 from .alignment import KeyedHashAlignment
 from .data import PeerDataError, PeerTable, read_table
 from .datasets import load_dataset
+from .peer_state import parse_run_id
+from .prediction import TrainedFederation, VerticalPrediction
 from .protocol import PeerReplyError
-from .report import metrics_table, peer_table, write_report
+from .report import metrics_table, peer_table, write_prediction_report, write_report
 from .strategy import ServerLabels, VerticalEmbedding, VerticalRunError
 
 app = ServerApp()
@@ -38,30 +41,39 @@ ENCODER_KEYS = (
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Align the peers, collect their latents, learn and write the report.
+    """Train (align, embed, learn) or predict, as ``mode`` says; write the report.
 
     A run that stops still writes the report of what it finished.
     """
     config = context.run_config
-    directory = results_directory(config)
-    try:
-        strategy = strategy_from_config(config)
-    except (*_STOPPING_ERRORS, ValueError) as err:  # ValueError: a bad setting
-        _stop(err, "before it started")
+    directory = results_directory(config, context.run_id)
+    mode = str(config.get("mode", "train"))
+    if mode not in ("train", "predict"):
+        _stop(VerticalRunError(f"mode must be 'train' or 'predict', got '{mode}'"),
+              "before it started")
     timeout = float(config.get("timeout", 900.0))
     if timeout <= 0:
         _stop(VerticalRunError(f"timeout must be positive, got {timeout}"),
               "before it started")
+    if mode == "predict":
+        _predict(grid, config, directory, context.run_id, timeout)
+    else:
+        _train(grid, config, directory, context.run_id, timeout)
+
+
+def _train(
+    grid: Grid, config: Mapping[str, object], directory: Path, run_id: int, timeout: float
+) -> None:
+    try:
+        strategy = strategy_from_config(config)
+    except (*_STOPPING_ERRORS, ValueError) as err:  # ValueError: a bad setting
+        _stop(err, "before it started")
     try:
         result = strategy.start(grid, timeout=timeout)
     except Exception as err:
-        paths = write_report(strategy.result, directory, config)
-        log(INFO, "[report] %s (what the run finished before it stopped)",
-            paths["json"])
-        if isinstance(err, _STOPPING_ERRORS):
-            _stop(err, f"in the {strategy.result.phase} phase")
-        raise
-    paths = write_report(result, directory, config)
+        _stopped(err, strategy.result.phase,
+                 write_report(strategy.result, directory, config, run_id))
+    paths = write_report(result, directory, config, run_id)
     log(INFO, "[learn] held-out metrics (%d entities):\n%s", result.n_test,
         metrics_table(result))
     log(INFO, "[learn] peers:\n%s", peer_table(result))
@@ -70,7 +82,35 @@ def main(grid: Grid, context: Context) -> None:
             len(result.peer_metrics), ", ".join(sorted(result.dropped_peers)),
             config.get("min-peers"))
     log(INFO, "[report] %s", paths["json"])
-    log(INFO, "[report] written to %s", directory)
+    log(INFO, "[report] written to %s; predict with this model: --run-config "
+        "'mode=\"predict\" train-run=\"%d\"'", directory, run_id)
+
+
+def _predict(
+    grid: Grid, config: Mapping[str, object], directory: Path, run_id: int, timeout: float
+) -> None:
+    try:
+        prediction = prediction_from_config(config)
+    except (*_STOPPING_ERRORS, ValueError) as err:
+        _stop(err, "before it started")
+    try:
+        result = prediction.start(grid, timeout=timeout)
+    except Exception as err:
+        _stopped(err, prediction.result.phase,
+                 write_prediction_report(prediction.result, directory, config, run_id))
+    paths = write_prediction_report(result, directory, config, run_id)
+    log(INFO, "[predict] %d of %d entities scored, %d with imputed latents; "
+        "predictions in %s", result.scored, result.requested,
+        sum(1 for names in result.imputed if names), paths["predictions"])
+    log(INFO, "[report] %s", paths["json"])
+
+
+def _stopped(err: Exception, phase: str, paths: Mapping[str, Path]) -> NoReturn:
+    """Log the partial report of a stopped run and stop (or re-raise a bug)."""
+    log(INFO, "[report] %s (what the run finished before it stopped)", paths["json"])
+    if isinstance(err, _STOPPING_ERRORS):
+        _stop(err, f"in the {phase} phase")
+    raise err
 
 
 def _stop(err: Exception, where: str) -> NoReturn:
@@ -135,12 +175,52 @@ def server_labels(config: Mapping[str, object]) -> ServerLabels:
     else:
         values = labels
     return ServerLabels(alignment.pseudonymize(table.ids),
-                        values.to_numpy(dtype=float), classes)
+                        values.to_numpy(dtype=float), classes, np.asarray(table.ids))
 
 
-def results_directory(config: Mapping[str, object]) -> Path:
-    """``results-dir`` (default ``./results``) / ``<dataset>-<UTC time>``."""
-    base = Path(str(config.get("results-dir", "") or "results")).expanduser()
+def results_directory(config: Mapping[str, object], run_id: int = 0) -> Path:
+    """``results-dir`` (default ``./results``) / ``<dataset>-<UTC time>-run<run id>``."""
     name = str(config.get("dataset", "")) if not config.get("data-paths") else "custom"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return base.resolve() / f"{name or 'custom'}-{stamp}"
+    return _results_base(config) / f"{name or 'custom'}-{stamp}-run{run_id}"
+
+
+def _results_base(config: Mapping[str, object]) -> Path:
+    return Path(str(config.get("results-dir", "") or "results")).expanduser().resolve()
+
+
+def prediction_from_config(config: Mapping[str, object]) -> VerticalPrediction:
+    """Build the prediction run the run config describes (``mode = "predict"``).
+
+    The entities to score are the IDs in ``predict-ids`` (a CSV or Parquet
+    file with the ``id-column``), else every ID of the label file or built-in
+    dataset; the server keys them with the alignment secret, so it needs it.
+    """
+    train_run = parse_run_id(config.get("train-run", ""), "run config 'train-run'")
+    trained = TrainedFederation.load(_results_base(config), train_run)
+    ids = _ids_to_score(config)
+    secret = str(config.get("alignment-secret", ""))
+    if not secret:
+        raise VerticalRunError("predict mode keys the IDs to score like the peers: "
+                               "run config 'alignment-secret' is empty")
+    return VerticalPrediction(
+        trained, KeyedHashAlignment(secret).pseudonymize(ids), ids,
+        missing_policy=str(config.get("missing-policy", "drop")),
+        num_peers=int(config.get("num-peers", 0)),
+    )
+
+
+def _ids_to_score(config: Mapping[str, object]) -> np.ndarray:
+    """IDs in ``predict-ids``, else in ``label-path``, else of the built-in dataset."""
+    path = str(config.get("predict-ids", "") or config.get("label-path", ""))
+    if path:
+        frame, id_column, source = (read_table(path, owner="predict-ids file"),
+                                    str(config.get("id-column", "id")), path)
+    elif config.get("data-paths"):
+        raise VerticalRunError("predict mode needs the IDs to score: set run config "
+                               "'predict-ids' to a file with the id-column")
+    else:
+        frame, id_column, source = (load_dataset(str(config.get("dataset", "ames"))).labels,
+                                    "id", None)
+    return PeerTable(frame, id_column, "predict-ids file", require_features=False,
+                     source=source).ids

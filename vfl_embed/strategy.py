@@ -16,9 +16,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from . import protocol
-from .alignment import AlignmentPlan, intersect
+from .alignment import AlignmentPlan, intersect, locate
 from .downstream import MODELS, DownstreamModel
-from .exchange import exchange
+from .exchange import exchange, wait_for_nodes
 from .protocol import PeerReplyError
 
 __all__ = ["ServerLabels", "VerticalEmbedding", "VerticalResult", "VerticalRunError"]
@@ -42,11 +42,15 @@ class ServerLabels:
         ``(n,)`` labels; numbers, or class codes when ``classes`` is set.
     classes : list[str]
         Class names for string labels, else empty.
+    ids : numpy.ndarray | None
+        ``(n,)`` the entities' IDs as text, if known; they never leave the
+        server and key its prediction files.
     """
 
     pseudonyms: np.ndarray
     values: np.ndarray
     classes: list[str] = field(default_factory=list)
+    ids: np.ndarray | None = None
 
 
 @dataclass
@@ -56,7 +60,11 @@ class VerticalResult:
     A run that stops keeps what its finished phases produced (``status``
     ``"failed"``, ``error`` and ``phase`` say where it stopped); the
     downstream fields stay empty until the learn phase ends. All metrics are
-    on held-out entities unless named ``train_``.
+    on held-out entities unless named ``train_``. ``latent_blocks`` lists
+    the peers in join order with their latent widths; ``latent_mean`` and
+    ``latent_cov`` are the moments of the joined training latents (used to
+    impute a missing peer's block at prediction). ``test_ids`` are the
+    held-out entities' IDs when the server holds them.
     """
 
     status: str = "running"
@@ -73,6 +81,12 @@ class VerticalResult:
     classes: list[str] = field(default_factory=list)
     y_test: np.ndarray = field(default_factory=lambda: np.empty(0))
     y_pred: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y_proba: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    test_ids: np.ndarray | None = None
+    latent_blocks: list[tuple[str, int]] = field(default_factory=list)
+    latent_mean: np.ndarray = field(default_factory=lambda: np.empty(0))
+    latent_cov: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    projection: dict = field(default_factory=dict)
     model: DownstreamModel | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     bytes_received: dict[str, int] = field(default_factory=dict)
@@ -176,6 +190,7 @@ class VerticalEmbedding(Strategy):
         self._fingerprints: dict[int, str] = {}
         self._plan: AlignmentPlan | None = None
         self._y = np.empty(0)
+        self._ids: np.ndarray | None = None
         self._evaluated = np.empty(0, dtype=bool)
         self._classes: list[str] = []
         self._resolved_task = task
@@ -333,7 +348,13 @@ class VerticalEmbedding(Strategy):
         result.metrics = model.evaluate(joined[test], y[test])
         result.train_metrics = model.evaluate(joined[train], y[train])
         result.y_test, result.y_pred = y[test], model.predict(joined[test])
+        if self._resolved_task == "classification":
+            result.y_proba = model.predict_proba(joined[test])
+        result.test_ids = self._ids[test] if self._ids is not None else None
         result.n_train, result.n_test = int(train.sum()), int(test.sum())
+        result.latent_mean = joined[train].mean(axis=0, dtype=np.float64)
+        result.latent_cov = np.cov(joined[train], rowvar=False, dtype=np.float64)
+        result.projection = _projection(joined[test], y[test], self._classes)
 
     # ------------------------------------------------------------- helpers
     def _read_latents(self, node_id: int, reply: Message) -> np.ndarray:
@@ -352,23 +373,15 @@ class VerticalEmbedding(Strategy):
     def _join(self, latents: dict[int, np.ndarray]) -> np.ndarray:
         """Join the peers' latent blocks side by side, in peer-name order."""
         order = sorted(latents, key=self._peers.__getitem__)
+        self.result.latent_blocks = [(self._peers[n], latents[n].shape[1]) for n in order]
         return np.concatenate([latents[n] for n in order], axis=1)
 
     def _wait_for_nodes(self, grid: Grid, timeout: float) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while True:
-            node_ids = sorted(grid.get_node_ids())
-            if node_ids and len(node_ids) >= self.num_peers:
-                if not self.num_peers:
-                    log(INFO, "[align] num-peers=0: going on with the %d SuperNodes "
-                        "connected now; set num-peers to wait for all", len(node_ids))
-                return node_ids
-            if time.monotonic() > deadline:
-                raise VerticalRunError(
-                    f"{len(node_ids)} of {self.num_peers} peers connected within "
-                    f"{timeout:.0f} s"
-                )
-            time.sleep(1.0)
+        node_ids = wait_for_nodes(grid, self.num_peers, timeout)
+        if not node_ids or len(node_ids) < self.num_peers:
+            raise VerticalRunError(f"{len(node_ids)} of {self.num_peers} peers "
+                                   f"connected within {timeout:.0f} s")
+        return node_ids
 
     def _check_entities(self, plan: AlignmentPlan) -> None:
         labels = " and the label file" if self.server_labels is not None else ""
@@ -389,9 +402,9 @@ class VerticalEmbedding(Strategy):
     ) -> tuple[np.ndarray, list[str]]:
         plan = self._require_plan()
         if self.server_labels is not None:
-            order = np.argsort(_keys(self.server_labels.pseudonyms))
-            keys = _keys(self.server_labels.pseudonyms)[order]
-            rows = order[np.searchsorted(keys, _keys(plan.pseudonyms))]
+            rows = locate(plan.pseudonyms, self.server_labels.pseudonyms)
+            if self.server_labels.ids is not None:
+                self._ids = np.asarray(self.server_labels.ids)[rows]
             return self.server_labels.values[rows].astype(float), self.server_labels.classes
         if len(has_label) != 1:
             found = ", ".join(n for _, n in has_label) or "none"
@@ -500,5 +513,18 @@ class VerticalEmbedding(Strategy):
         return self._plan
 
 
-def _keys(pseudonyms: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(pseudonyms).view(f"V{pseudonyms.shape[1]}").ravel()
+def _projection(latents: np.ndarray, y: np.ndarray, classes: list[str],
+                limit: int = 2000) -> dict:
+    """First two principal components of held-out latents, with their labels."""
+    latents, y = latents[:limit].astype(np.float64), y[:limit]
+    if len(latents) < 3 or latents.shape[1] < 2:
+        return {}
+    centered = latents - latents.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centered, full_matrices=False)
+    points = centered @ axes[:2].T
+    variance = singular**2 / max(float((singular**2).sum()), 1e-300)
+    labels = [classes[int(v)] for v in y] if classes else y.tolist()
+    return {"method": "pca", "explained_variance": variance[:2].tolist(),
+            "x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "label": labels,
+            "label_kind": "class" if classes else "value"}
+
