@@ -41,9 +41,9 @@ def _guide_command(program: str, pwd: str = "/repo") -> list[list[str]]:
 
 
 def _expected_supernode(index: int, ca: str, key: str, superlink: str, data: str,
-                        secret: str, port: int) -> list[str]:
+                        secret: str, port: int, state_dir: str = "") -> list[str]:
     config = deployment.node_config(data, f"peer-{index}", secret, "id",
-                                    LABEL if index == 0 else "")
+                                    LABEL if index == 0 else "", state_dir)
     return deployment.supernode_command(ca, key, superlink, config, port)
 
 
@@ -72,18 +72,23 @@ def test_compose_runs_the_tested_commands():
         assert service["command"] == _expected_supernode(
             i, "/certificates/ca.crt", "/certificates/supernode.key", "superlink:8000",
             f"/data/peer-{i}.csv", "/secrets/alignment.txt", deployment.SUPERNODE_PORT,
+            "/state",
         )[1:]
 
 
 def test_each_supernode_mounts_only_its_own_files():
-    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
     for org in ORGS:
-        sources = sorted(v.split(":")[0] for v in services[f"supernode-{org}"]["volumes"])
-        assert sources == sorted([
+        volumes = services[f"supernode-{org}"]["volumes"]
+        read_only = sorted(v.split(":")[0] for v in volumes if v.endswith(":ro"))
+        assert read_only == sorted([
             "../certificates/ca.crt", f"../certificates/supernodes/{org}.key",
             f"../data/{org}", "../secrets/alignment.txt",
         ])
-        assert all(v.endswith(":ro") for v in services[f"supernode-{org}"]["volumes"])
+        # The one writable mount: the peer's own named state volume.
+        assert [v for v in volumes if not v.endswith(":ro")] == [f"{org}-state:/state"]
+    assert sorted(compose["volumes"]) == [f"{org}-state" for org in ORGS]
     superlink = " ".join(services["superlink"]["volumes"])
     assert "data" not in superlink and "secrets" not in superlink
     assert "ca.key" not in superlink

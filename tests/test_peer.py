@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -336,3 +338,39 @@ def test_missing_data_file_names_the_peer(deployment: dict, tmp_path) -> None:
 def test_node_config_without_data_raises() -> None:
     with pytest.raises(PeerDataError, match="neither 'data-path'"):
         peer_from_context({}, _run_config())
+
+
+# ------------------------------------------------------------- saved encoders
+def test_embed_saves_the_state_that_encode_reuses(frame, plan, tmp_path) -> None:
+    table = PeerTable(frame.drop(columns=["churn"]), "key", "alice", label_column="price")
+    peer = Peer(table, KeyedHashAlignment(SECRET), state_dir=tmp_path)
+    positions, is_test = plan
+    latents, _ = peer.embed(positions, is_test, FAST, run_id=11)
+    assert (tmp_path / "alice" / "run-11" / "autoencoder.keras").is_file()
+    # New rows in another order, encoded later without refitting.
+    later = positions[::-3]
+    encoded, metrics = peer.encode(later, train_run=11)
+    np.testing.assert_array_equal(encoded, latents[::-3])
+    assert metrics["rows"] == len(later)
+
+
+def test_deployed_peer_keeps_its_state_next_to_its_data(deployment: dict) -> None:
+    peer = peer_from_context(deployment, {})
+    assert peer.state_dir == Path(deployment["data-path"]).parent / "vfl-embed-state"
+    chosen = peer_from_context(deployment | {"state-dir": "/srv/state"}, {})
+    assert chosen.state_dir == Path("/srv/state")
+
+
+def test_unwritable_state_dir_names_the_peer_and_the_key(frame, plan, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    table = PeerTable(frame.drop(columns=["churn"]), "key", "alice")
+    peer = Peer(table, KeyedHashAlignment(SECRET), state_dir=blocker / "state")
+    with pytest.raises(PeerDataError, match="alice: cannot keep its encoder in .*"
+                                            "'state-dir'"):
+        peer.embed(*plan, FAST, run_id=1)
+
+
+def test_encode_without_a_state_dir_is_refused(peer: Peer) -> None:
+    with pytest.raises(PeerDataError, match="alice: keeps no encoder state"):
+        peer.encode(np.arange(3), train_run=1)

@@ -109,6 +109,25 @@ def test_read_latents_accepts_a_good_reply(embed_request, latents) -> None:
     assert metrics == {"reconstruction-mae": 0.25, "within-5pct": 0.5}
 
 
+def test_encode_request_carries_the_run_id_as_text() -> None:
+    request = _over_the_wire(protocol.encode_request(
+        PEER_NODE, np.array([4, 0, 2]), 2**64 - 1, "f" * 64))
+    assert request.metadata.message_type == "query.encode"
+    positions, is_test, _ = protocol.read_plan(request)
+    np.testing.assert_array_equal(positions, [4, 0, 2])
+    assert is_test is None
+    assert request.content["config"]["train-run"] == str(2**64 - 1)
+
+
+def test_read_latents_checks_the_width_it_was_trained_with(embed_request, latents) -> None:
+    reply = _over_the_wire(protocol.latents_reply(embed_request, latents, {}))
+    assert protocol.read_latents(reply, "peer-1", 3, width=latents.shape[1])[0].shape == (
+        3, latents.shape[1])
+    with pytest.raises(PeerReplyError, match=r"peer-1: sent latents of shape \(3, 2\), "
+                                             r"expected \(3, 5\)"):
+        protocol.read_latents(reply, "peer-1", 3, width=5)
+
+
 def test_latents_reply_sends_float32(embed_request, latents) -> None:
     reply = protocol.latents_reply(embed_request, latents.astype(np.float64), {})
     values, _ = protocol.read_latents(reply, "peer-1", 3)

@@ -93,14 +93,20 @@ def node_config(
     secret_file: str | Path,
     id_column: str = "id",
     label_column: str = "",
+    state_dir: str | Path = "",
 ) -> str:
-    """Format the ``--node-config`` value of a peer (keys: see ``peer_from_context``)."""
+    """Format the ``--node-config`` value of a peer (keys: see ``peer_from_context``).
+
+    Without ``state_dir`` the peer keeps its encoders next to its data file.
+    """
     values: dict[str, str] = {
         "data-path": str(data_path), "id-column": id_column,
         "peer-name": peer_name, "alignment-secret-file": str(secret_file),
     }
     if label_column:
         values["label-column"] = label_column
+    if state_dir:
+        values["state-dir"] = str(state_dir)
     for key, value in values.items():
         if "'" in value or '"' in value:
             raise ValueError(f"node config '{key}' must not contain quotes: {value!r}")

@@ -127,8 +127,7 @@ class Peer:
         encoder.fit(x[train], train_targets)
         latents = encoder.transform(x)
         if self.state_dir is not None and run_id is not None:
-            saved = PeerState(self.name, run_id, preprocessor, encoder).save(self.state_dir)
-            log(INFO, "%s: encoder of run %d saved in %s", self.name, run_id, saved)
+            self._save(PeerState(self.name, run_id, preprocessor, encoder))
         test_x = x[is_test] if is_test.any() else x[train]
         reconstruction = encoder.reconstruct(test_x)
         metrics = representation_metrics(
@@ -145,6 +144,17 @@ class Peer:
             "fit-seconds": time.perf_counter() - started,
         }
         return latents, metrics
+
+    def _save(self, state: PeerState) -> None:
+        try:
+            saved = state.save(self.state_dir)
+        except OSError as err:
+            raise PeerDataError(
+                f"{self.name}: cannot keep its encoder in '{self.state_dir}' "
+                f"({err.strerror or type(err).__name__}); set the node config "
+                "'state-dir' to a directory this SuperNode can write"
+            ) from err
+        log(INFO, "%s: encoder of run %d saved in %s", self.name, state.run_id, saved)
 
     def encode(
         self, positions: np.ndarray, train_run: int
