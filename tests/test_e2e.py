@@ -14,16 +14,10 @@ pytestmark = pytest.mark.slow
 DEMO_SECRET = "vfl-embed-demo-secret"
 
 
-DIGITS = {"dataset": "digits", "model": "logistic", "latent-dim": 8}
-
-
+# 3 peers: test_faults, the determinism and leak tests; 5 peers: test_cli.py.
 @pytest.mark.parametrize("num_peers", [2])
 def test_n_peers_metrics_land_in_report(run_app, num_peers):
-    run = run_app(num_peers, **DIGITS)
-    check_digits_run(run, num_peers)
-
-
-def check_digits_run(run, num_peers: int) -> None:
+    run = run_app(num_peers, dataset="digits", model="logistic", **{"latent-dim": 8})
     assert run.returncode == 0, run.output[-3000:]
     report = run.report
     assert sorted(report["peers"]) == [f"peer-{i}" for i in range(num_peers)]
@@ -36,33 +30,6 @@ def check_digits_run(run, num_peers: int) -> None:
     assert (run.report_path.parent / "downstream_model.joblib").exists()
     for phase in ("[align]", "[embed]", "[learn]"):
         assert phase in run.output
-
-
-def test_predict_run_reproduces_training(run_app, tmp_path):
-    """Train with 3 peers, then score the held-out entities in a second run."""
-    train = run_app(3, **DIGITS)
-    check_digits_run(train, 3)
-    run_id = train.report["run_id"]
-    assert f'train-run="{run_id}"' in train.output  # the hint to predict
-    for peer in ("peer-0", "peer-1", "peer-2"):  # each peer kept its own state
-        assert (tmp_path / "results" / "peer-state" / peer / f"run-{run_id}"
-                / "autoencoder.keras").is_file()
-    held_out = pd.read_csv(train.report_path.parent / "predictions.csv", dtype=str)
-    ids = tmp_path / "ids.csv"
-    held_out[["id"]].iloc[::-1].to_csv(ids, index=False)
-
-    run = run_app(3, **DIGITS, mode="predict", **{"train-run": run_id,
-                                                  "predict-ids": str(ids)})
-    assert run.returncode == 0, run.output[-3000:]
-    report = run.report
-    assert report["mode"] == "predict" and report["train_run"] == run_id
-    assert report["entities"]["scored"] == report["entities"]["requested"] == len(held_out)
-    predicted = pd.read_csv(run.report_path.parent / "predictions.csv", dtype=str)
-    expected = held_out.set_index("id").loc[predicted["id"]].reset_index()
-    assert list(predicted["id"]) == list(held_out["id"][::-1])
-    columns = ["id", "predicted", *[c for c in held_out if c.startswith("proba_")]]
-    # Bit for bit: the CSVs print each float32 by its shortest exact repr.
-    pd.testing.assert_frame_equal(predicted[columns], expected[columns])
 
 
 def test_same_command_twice_gives_same_metrics(run_app):

@@ -4,6 +4,31 @@ The data path, module by module: ``data`` (peer tables, preprocessing) ->
 ``autoencoder`` (peer encoders) -> ``alignment`` and ``protocol`` (what crosses
 the wire) -> ``strategy`` (the server's vertical strategy) -> ``downstream``
 (the model on the joined latents) -> ``report``.
+
+For notebooks and scripts: :func:`simulate`, :func:`predict`, :func:`paper`,
+:func:`load_report` and :class:`RunReport` (from :mod:`vfl_embed.api`; the
+``vfl-embed`` command line mirrors them).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["RunReport", "load_report", "paper", "predict", "simulate"]
+
+if TYPE_CHECKING:
+    from .api import RunReport, load_report, paper, predict, simulate
+
+
+def __getattr__(name: str) -> Any:
+    """Import the API on first use, so that ``import vfl_embed`` stays cheap.
+
+    A Flower ClientApp or ServerApp process imports this package too; it
+    needs neither pandas nor matplotlib from the API.
+    """
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Run the app on a local Flower simulation federation through ``flwr run``.
 
-Used by the scenario scripts, the benchmarks and the end-to-end tests, so all
-of them drive the real Flower stack the way a user does. Each
+Used by the Python API and the command line (:mod:`vfl_embed.api`,
+``vfl-embed``) and the end-to-end tests, so all of them drive the real
+Flower stack the way a user does. Each
 :class:`LocalFederation` has its own ``FLWR_HOME`` and stops, by process id,
 the managed local SuperLink that its runs started.
 """
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +117,14 @@ class LocalFederation:
         num_peers: int = 3,
         timeout: float = 1800.0,
         app_dir: str | Path | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> LocalRun:
         """Run the app with ``num_peers`` simulated SuperNodes and wait for it.
 
         ``app_dir`` runs another Flower App than the federation's own.
+        ``on_line`` is called with every line of the run's output as it
+        arrives, without its line break (progress displays follow the
+        ``[align]``, ``[embed]``, ``[learn]`` and ``[report]`` lines).
         """
         app_dir = Path(app_dir or self.app_dir)
         if not self.superlink_pids() and _local_superlink_answers():
@@ -153,6 +158,8 @@ class LocalFederation:
             if self.echo:
                 sys.stdout.write(line)
                 sys.stdout.flush()
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
             if time.monotonic() > deadline:
                 process.kill()
                 lines.append(f"vfl_embed: flwr run killed after {timeout:.0f} s\n")

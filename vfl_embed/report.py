@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .charts import predictions_chart
 from .prediction import MOMENTS_FILE, PredictionResult
 from .strategy import VerticalResult
 
@@ -98,8 +99,10 @@ def write_report(
     paths["markdown"] = directory / "report.md"
     paths["markdown"].write_text(_markdown(result, summary))
     if result.status == "completed":
-        paths["chart"] = directory / "report.png"
-        _chart(result, paths["chart"])
+        metric = result.metrics["r2" if result.task == "regression" else "accuracy"]
+        paths["chart"] = predictions_chart(
+            directory / "report.png", result.y_test, result.y_pred, result.task,
+            result.classes, metric, peers=result.peer_metrics)
     return paths
 
 
@@ -220,41 +223,3 @@ def _prediction_markdown(summary: dict) -> str:
         "## Requested entities a peer does not hold\n\n| peer | entities |\n|---|---:|\n"
         + missing,
     ]) + "\n"
-
-
-def _chart(result: VerticalResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    peers = sorted(result.peer_metrics)
-    shares = [100 * result.peer_metrics[p].get("within-5pct", 0.0) for p in peers]
-    left.bar(peers, shares, color="#4c72b0")
-    left.set_ylim(0, 100)
-    left.set_ylabel("observations within 5 % (held-out rows)")
-    left.set_title("Reconstruction quality per peer")
-    if result.task == "regression":
-        right.scatter(result.y_test, result.y_pred, s=8, alpha=0.6)
-        low = float(min(result.y_test.min(), result.y_pred.min()))
-        high = float(max(result.y_test.max(), result.y_pred.max()))
-        right.plot([low, high], [low, high], color="grey", linewidth=1)
-        right.set_xlabel("actual")
-        right.set_ylabel("predicted")
-        right.set_title(f"Held-out predictions, R² = {result.metrics['r2']:.3f}")
-    else:
-        k = int(max(result.y_test.max(), result.y_pred.max())) + 1
-        confusion = np.zeros((k, k), dtype=int)
-        np.add.at(confusion, (result.y_test.astype(int), result.y_pred.astype(int)), 1)
-        right.imshow(confusion, cmap="Blues")
-        labels = result.classes[:k] if len(result.classes) >= k else list(range(k))
-        right.set_xticks(range(k), labels, rotation=45)
-        right.set_yticks(range(k), labels)
-        right.set_xlabel("predicted")
-        right.set_ylabel("actual")
-        right.set_title(f"Held-out confusion, accuracy = "
-                        f"{result.metrics['accuracy']:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
