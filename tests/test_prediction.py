@@ -7,12 +7,15 @@ Flower simulation is ``test_e2e.py::test_predict_run_reproduces_training``.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import set_server_identity
 from in_process_grid import InProcessGrid
 
+from vfl_embed.charts import render_report
 from vfl_embed.client_app import app as client_app
 from vfl_embed.datasets import load_dataset
 from vfl_embed.prediction import TrainedFederation, impute_missing
@@ -92,6 +95,12 @@ def test_prediction_equals_training_evaluation_bit_for_bit(trained, tmp_path):
     np.testing.assert_array_equal(predicted[probabilities].to_numpy(),
                                   expected[probabilities].to_numpy())
     assert (predicted["imputed_peers"].isna()).all()
+    # `vfl-embed report` renders a prediction run too, saying what it lacks.
+    charts = render_report(out["json"])
+    assert "holds no held-out labels (a prediction run)" in charts["markdown"].read_text()
+    assert json.loads(out["json"].read_text())["entities"] == {
+        "requested": len(ids), "scored": len(ids), "imputed": 0, "not_scored": 0,
+        "missing_by_peer": {"peer-0": 0, "peer-1": 0, "peer-2": 0}}
 
 
 def test_missing_entities_are_dropped_or_imputed_and_counted(trained, tmp_path):

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from . import protocol
 from .protocol import PeerReplyError
 
-__all__ = ["exchange", "wait_for_nodes"]
+__all__ = ["exchange", "exchange_all", "wait_for_nodes"]
 
 T = TypeVar("T")
 
@@ -77,6 +77,27 @@ def exchange(
         if node_id not in accepted and node_id not in failures:
             failures[node_id] = PeerReplyError(name(node_id), silent)
     return accepted, failures
+
+
+def exchange_all(
+    grid: Grid,
+    messages: list[Message],
+    read: Callable[[int, Message], T],
+    *,
+    phase: str,
+    timeout: float,
+    names: Mapping[int, str],
+) -> dict[int, T]:
+    """Run :func:`exchange` where every peer must answer.
+
+    Returns what ``read`` returned, by node id; raises
+    :class:`~vfl_embed.protocol.PeerReplyError` naming every failed peer.
+    """
+    accepted, failures = exchange(grid, messages, read, phase=phase, timeout=timeout,
+                                  names=names)
+    if failures:
+        raise PeerReplyError.of_peers(failures.values())
+    return accepted
 
 
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:

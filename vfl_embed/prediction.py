@@ -18,28 +18,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
-from flwr.app import ConfigRecord, Message
+from flwr.app import ConfigRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from . import protocol
 from .alignment import locate
 from .downstream import DownstreamModel
-from .exchange import exchange, wait_for_nodes
+from .exchange import exchange_all, wait_for_nodes
 from .protocol import PeerReplyError
 from .strategy import VerticalRunError
 
 __all__ = ["MISSING_POLICIES", "PredictionResult", "TrainedFederation",
            "VerticalPrediction", "impute_missing"]
 
-T = TypeVar("T")
 MISSING_POLICIES = ("drop", "impute")
 MOMENTS_FILE = "latent_moments.npz"
 
@@ -194,10 +191,10 @@ class VerticalPrediction:
         """
         node_ids = wait_for_nodes(grid, self.num_peers, timeout)
         log(INFO, "[align] asking %d peers for keyed pseudonyms", len(node_ids))
-        infos = self._exchange(
+        infos = exchange_all(
             grid, [protocol.pseudonyms_request(n, ConfigRecord({})) for n in node_ids],
             lambda node_id, reply: protocol.read_pseudonyms(reply, f"node {node_id}"),
-            "alignment", timeout, {},
+            phase="alignment", timeout=timeout, names={},
         )
         nodes, found = {}, {}
         for node_id, (values, info) in sorted(infos.items()):
@@ -247,12 +244,12 @@ class VerticalPrediction:
                 names[node_id], rows[node_id] = name, (b, wanted)
                 messages.append(protocol.encode_request(
                     node_id, positions[keep, b][wanted], self.trained.run_id, fingerprint))
-        latents = self._exchange(
+        latents = exchange_all(
             grid, messages,
             lambda node_id, reply: protocol.read_latents(
                 reply, names[node_id], int(rows[node_id][1].sum()),
                 widths[rows[node_id][0]])[0],
-            "encode", timeout, names,
+            phase="encode", timeout=timeout, names=names,
         )
         for node_id, values in latents.items():
             b, wanted = rows[node_id]
@@ -276,22 +273,6 @@ class VerticalPrediction:
             result.probabilities = trained.model.predict_proba(joined)
         log(INFO, "[predict] %d entities scored with the model of run %d",
             result.scored, trained.run_id)
-
-    def _exchange(
-        self,
-        grid: Grid,
-        messages: list[Message],
-        read: Callable[[int, Message], T],
-        phase: str,
-        timeout: float,
-        names: Mapping[int, str],
-    ) -> dict[int, T]:
-        """Send and validate; any failed peer stops the prediction run."""
-        accepted, failures = exchange(grid, messages, read, phase=phase,
-                                      timeout=timeout, names=names)
-        if failures:
-            raise PeerReplyError.of_peers(failures.values())
-        return accepted
 
 
 def impute_missing(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:

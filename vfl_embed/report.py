@@ -94,10 +94,7 @@ def write_report(
         "projection": result.projection,
         "run_config": dict(run_config),
     }
-    paths["json"] = directory / "report.json"
-    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
-    paths["markdown"] = directory / "report.md"
-    paths["markdown"].write_text(_markdown(result, summary))
+    paths |= _write_summary(directory, summary, _markdown(result, summary))
     if result.status == "completed":
         metric = result.metrics["r2" if result.task == "regression" else "accuracy"]
         paths["chart"] = predictions_chart(
@@ -200,10 +197,13 @@ def write_prediction_report(
         "classes": result.classes,
         "run_config": dict(run_config),
     }
-    paths["json"] = directory / "report.json"
+    return paths | _write_summary(directory, summary, _prediction_markdown(summary))
+
+
+def _write_summary(directory: Path, summary: dict, markdown: str) -> dict[str, Path]:
+    paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
     paths["json"].write_text(json.dumps(summary, indent=2, default=str))
-    paths["markdown"] = directory / "report.md"
-    paths["markdown"].write_text(_prediction_markdown(summary))
+    paths["markdown"].write_text(markdown)
     return paths
 
 

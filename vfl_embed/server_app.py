@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import NoReturn
@@ -17,10 +18,10 @@ from .alignment import KeyedHashAlignment
 from .data import PeerDataError, PeerTable, read_table
 from .datasets import load_dataset
 from .peer_state import parse_run_id
-from .prediction import TrainedFederation, VerticalPrediction
+from .prediction import PredictionResult, TrainedFederation, VerticalPrediction
 from .protocol import PeerReplyError
 from .report import metrics_table, peer_table, write_prediction_report, write_report
-from .strategy import ServerLabels, VerticalEmbedding, VerticalRunError
+from .strategy import ServerLabels, VerticalEmbedding, VerticalResult, VerticalRunError
 
 app = ServerApp()
 
@@ -55,25 +56,44 @@ def main(grid: Grid, context: Context) -> None:
     if timeout <= 0:
         _stop(VerticalRunError(f"timeout must be positive, got {timeout}"),
               "before it started")
+    run_id = context.run_id
     if mode == "predict":
-        _predict(grid, config, directory, context.run_id, timeout)
+        write = partial(write_prediction_report, directory=directory, run_config=config,
+                        run_id=run_id)
+        result = _run(prediction_from_config, config, write, grid, timeout)
+        _log_prediction(result, write(result))
     else:
-        _train(grid, config, directory, context.run_id, timeout)
+        write = partial(write_report, directory=directory, run_config=config, run_id=run_id)
+        result = _run(strategy_from_config, config, write, grid, timeout)
+        _log_training(result, write(result), config, run_id)
 
 
-def _train(
-    grid: Grid, config: Mapping[str, object], directory: Path, run_id: int, timeout: float
-) -> None:
+def _run(
+    build: Callable[[Mapping[str, object]], VerticalEmbedding | VerticalPrediction],
+    config: Mapping[str, object],
+    write: Callable[[object], Mapping[str, Path]],
+    grid: Grid,
+    timeout: float,
+) -> VerticalResult | PredictionResult:
+    """Build the run from its config and start it; a stopped run writes its report."""
     try:
-        strategy = strategy_from_config(config)
+        runner = build(config)
     except (*_STOPPING_ERRORS, ValueError) as err:  # ValueError: a bad setting
         _stop(err, "before it started")
     try:
-        result = strategy.start(grid, timeout=timeout)
+        return runner.start(grid, timeout=timeout)
     except Exception as err:
-        _stopped(err, strategy.result.phase,
-                 write_report(strategy.result, directory, config, run_id))
-    paths = write_report(result, directory, config, run_id)
+        paths = write(runner.result)
+        log(INFO, "[report] %s (what the run finished before it stopped)", paths["json"])
+        if isinstance(err, _STOPPING_ERRORS):
+            _stop(err, f"in the {runner.result.phase} phase")
+        raise
+
+
+def _log_training(
+    result: VerticalResult, paths: Mapping[str, Path], config: Mapping[str, object],
+    run_id: int,
+) -> None:
     log(INFO, "[learn] held-out metrics (%d entities):\n%s", result.n_test,
         metrics_table(result))
     log(INFO, "[learn] peers:\n%s", peer_table(result))
@@ -83,34 +103,14 @@ def _train(
             config.get("min-peers"))
     log(INFO, "[report] %s", paths["json"])
     log(INFO, "[report] written to %s; predict with this model: --run-config "
-        "'mode=\"predict\" train-run=\"%d\"'", directory, run_id)
+        "'mode=\"predict\" train-run=\"%d\"'", paths["json"].parent, run_id)
 
 
-def _predict(
-    grid: Grid, config: Mapping[str, object], directory: Path, run_id: int, timeout: float
-) -> None:
-    try:
-        prediction = prediction_from_config(config)
-    except (*_STOPPING_ERRORS, ValueError) as err:
-        _stop(err, "before it started")
-    try:
-        result = prediction.start(grid, timeout=timeout)
-    except Exception as err:
-        _stopped(err, prediction.result.phase,
-                 write_prediction_report(prediction.result, directory, config, run_id))
-    paths = write_prediction_report(result, directory, config, run_id)
+def _log_prediction(result: PredictionResult, paths: Mapping[str, Path]) -> None:
     log(INFO, "[predict] %d of %d entities scored, %d with imputed latents; "
         "predictions in %s", result.scored, result.requested,
         sum(1 for names in result.imputed if names), paths["predictions"])
     log(INFO, "[report] %s", paths["json"])
-
-
-def _stopped(err: Exception, phase: str, paths: Mapping[str, Path]) -> NoReturn:
-    """Log the partial report of a stopped run and stop (or re-raise a bug)."""
-    log(INFO, "[report] %s (what the run finished before it stopped)", paths["json"])
-    if isinstance(err, _STOPPING_ERRORS):
-        _stop(err, f"in the {phase} phase")
-    raise err
 
 
 def _stop(err: Exception, where: str) -> NoReturn:
