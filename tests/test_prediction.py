@@ -25,6 +25,7 @@ from vfl_embed.server_app import (
     prediction_from_config,
     results_directory,
     strategy_from_config,
+    training_run_directory,
 )
 from vfl_embed.strategy import VerticalRunError
 
@@ -72,7 +73,7 @@ def test_peers_save_their_state_under_their_own_directory(trained):
         state = base / "results" / "peer-state" / peer / f"run-{RUN_ID}"
         assert sorted(p.name for p in state.iterdir()) == ["autoencoder.keras",
                                                            "state.json"]
-    server = TrainedFederation.load(base / "results", RUN_ID)
+    server = TrainedFederation.load(training_run_directory(config, RUN_ID), RUN_ID)
     assert server.blocks == [("peer-0", 6), ("peer-1", 6), ("peer-2", 6)]
     assert server.task == "classification" and len(server.classes) == 10
     assert not list(server.directory.rglob("*.keras"))  # no peer encoder on the server

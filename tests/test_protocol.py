@@ -97,6 +97,13 @@ def test_pseudonyms_request() -> None:
     assert request.metadata.message_type == "query.pseudonyms"
 
 
+def test_peer_names_are_in_node_order_and_unique() -> None:
+    info = lambda name: (np.zeros((1, 32), np.uint8), {"name": name})  # noqa: E731
+    assert protocol.peer_names({9: info("b"), 3: info("a")}) == {3: "a", 9: "b"}
+    with pytest.raises(PeerReplyError, match="a: two SuperNodes use this peer name"):
+        protocol.peer_names({3: info("a"), 9: info("a")})
+
+
 # ------------------------------------------------------------------- latents
 def test_read_latents_accepts_a_good_reply(embed_request, latents) -> None:
     reply = protocol.latents_reply(embed_request, latents,

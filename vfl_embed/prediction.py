@@ -31,7 +31,6 @@ from . import protocol
 from .alignment import locate
 from .downstream import DownstreamModel
 from .exchange import exchange_all, wait_for_nodes
-from .protocol import PeerReplyError
 from .strategy import VerticalRunError
 
 __all__ = ["MISSING_POLICIES", "PredictionResult", "TrainedFederation",
@@ -73,19 +72,13 @@ class TrainedFederation:
     cov: np.ndarray
 
     @classmethod
-    def load(cls, results_dir: str | Path, run_id: int) -> TrainedFederation:
-        """Find training run ``run_id`` under ``results_dir`` and load it."""
-        base = Path(results_dir).expanduser().resolve()
-        found = sorted(base.glob(f"*-run{run_id}/report.json"))
-        if not found:
-            raise VerticalRunError(
-                f"no training run {run_id} under '{base}': give the run ID that "
-                "`flwr run` printed for a training run, and the same results-dir")
-        report = json.loads(found[0].read_text())
+    def load(cls, directory: str | Path, run_id: int) -> TrainedFederation:
+        """Load training run ``run_id`` from its results ``directory``."""
+        directory = Path(directory)
+        report = json.loads((directory / "report.json").read_text())
         if report.get("mode", "train") != "train" or report.get("status") != "completed":
-            raise VerticalRunError(f"run {run_id} in '{found[0].parent}' is not a "
-                                   "completed training run")
-        directory = found[0].parent
+            raise VerticalRunError(f"run {run_id} in '{directory}' is not a completed "
+                                   "training run")
         with np.load(directory / MOMENTS_FILE) as moments:
             mean, cov = moments["mean"], moments["cov"]
         return cls(run_id, directory, report["task"], list(report["classes"]),
@@ -175,7 +168,7 @@ class VerticalPrediction:
             joined, keep = self._encode(grid, positions, nodes, timeout)
             self.result.seconds["encode"] = time.perf_counter() - started
             self.result.phase = "predict"
-            self._predict(joined, keep)
+            self._predict(joined, keep, missing=positions[keep] < 0)
         except Exception as err:
             self.result.status, self.result.error = "failed", str(err)
             raise
@@ -197,10 +190,8 @@ class VerticalPrediction:
             phase="alignment", timeout=timeout, names={},
         )
         nodes, found = {}, {}
-        for node_id, (values, info) in sorted(infos.items()):
-            name = info[protocol.NAME]
-            if name in nodes:
-                raise PeerReplyError(name, "two SuperNodes use this peer name")
+        for node_id, name in protocol.peer_names(infos).items():
+            values, info = infos[node_id]
             nodes[name] = (node_id, info[protocol.FINGERPRINT])
             found[name] = values
             self.result.peer_rows[name] = len(values)
@@ -256,16 +247,14 @@ class VerticalPrediction:
             joined[np.flatnonzero(wanted), starts[b]:starts[b + 1]] = values
         return joined, keep
 
-    def _predict(self, joined: np.ndarray, keep: np.ndarray) -> None:
+    def _predict(self, joined: np.ndarray, keep: np.ndarray, missing: np.ndarray) -> None:
+        """Impute the ``missing`` (entity, peer) latent blocks, then apply the model."""
         trained, result = self.trained, self.result
         names = np.array([name for name, _ in trained.blocks])
-        widths = [w for _, w in trained.blocks]
-        block_missing = np.stack([np.isnan(block[:, 0]) for block in
-                                  np.split(joined, np.cumsum(widths)[:-1], axis=1)], axis=1)
-        result.imputed = [";".join(names[row]) for row in block_missing]
-        if block_missing.any():
+        result.imputed = [";".join(names[row]) for row in missing]
+        if missing.any():
             log(INFO, "[predict] imputing the latents of %d entities from the peers "
-                "that hold them", int(block_missing.any(axis=1).sum()))
+                "that hold them", int(missing.any(axis=1).sum()))
             joined = impute_missing(joined, trained.mean, trained.cov)
         result.ids = self.ids[keep]
         result.predictions = trained.model.predict(joined)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -264,6 +264,20 @@ def read_pseudonyms(reply: Message, peer: str) -> tuple[np.ndarray, dict]:
         raise PeerReplyError(name, "pseudonyms do not match their fingerprint")
     return values, {NAME: name, FINGERPRINT: info[FINGERPRINT],
                     HAS_LABEL: info[HAS_LABEL]}
+
+
+def peer_names(infos: Mapping[int, tuple[np.ndarray, dict]]) -> dict[int, str]:
+    """Return the peer name of each node, in node order, from ``read_pseudonyms`` results.
+
+    Raises :class:`PeerReplyError` if two SuperNodes use one name: their
+    latents and reports could not be told apart.
+    """
+    names: dict[int, str] = {}
+    for node_id, (_, info) in sorted(infos.items()):
+        if info[NAME] in names.values():
+            raise PeerReplyError(info[NAME], "two SuperNodes use this peer name")
+        names[node_id] = info[NAME]
+    return names
 
 
 def read_labels(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, list[str]]:

@@ -182,7 +182,22 @@ def results_directory(config: Mapping[str, object], run_id: int = 0) -> Path:
     """``results-dir`` (default ``./results``) / ``<dataset>-<UTC time>-run<run id>``."""
     name = str(config.get("dataset", "")) if not config.get("data-paths") else "custom"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return _results_base(config) / f"{name or 'custom'}-{stamp}-run{run_id}"
+    return _results_base(config) / f"{name or 'custom'}-{stamp}{_run_suffix(run_id)}"
+
+
+def training_run_directory(config: Mapping[str, object], run_id: int) -> Path:
+    """Return the results directory :func:`results_directory` gave run ``run_id``."""
+    base = _results_base(config)
+    found = sorted(base.glob(f"*{_run_suffix(run_id)}/report.json"))
+    if not found:
+        raise VerticalRunError(
+            f"no training run {run_id} under '{base}': give the run ID that "
+            "`flwr run` printed for a training run, and the same results-dir")
+    return found[0].parent
+
+
+def _run_suffix(run_id: int) -> str:
+    return f"-run{run_id}"
 
 
 def _results_base(config: Mapping[str, object]) -> Path:
@@ -197,7 +212,7 @@ def prediction_from_config(config: Mapping[str, object]) -> VerticalPrediction:
     dataset; the server keys them with the alignment secret, so it needs it.
     """
     train_run = parse_run_id(config.get("train-run", ""), "run config 'train-run'")
-    trained = TrainedFederation.load(_results_base(config), train_run)
+    trained = TrainedFederation.load(training_run_directory(config, train_run), train_run)
     ids = _ids_to_score(config)
     secret = str(config.get("alignment-secret", ""))
     if not secret:

@@ -301,10 +301,8 @@ class VerticalEmbedding(Strategy):
             "alignment", timeout,
         )
         pseudonyms, has_label = {}, []
-        for node_id, (values, info) in sorted(infos.items()):
-            name = info[protocol.NAME]
-            if name in pseudonyms:
-                raise PeerReplyError(name, "two SuperNodes use this peer name")
+        for node_id, name in protocol.peer_names(infos).items():
+            values, info = infos[node_id]
             self._peers[node_id] = name
             self._fingerprints[node_id] = info[protocol.FINGERPRINT]
             pseudonyms[name] = values
