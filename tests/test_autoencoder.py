@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from vfl_embed.autoencoder import (
     Autoencoder,
     IdentityEncoder,
     build_autoencoder,
+    decorrelation_penalty,
     representation_metrics,
 )
 
@@ -146,6 +150,8 @@ def test_supervised_classification_head(low_rank) -> None:
         ({"validation_split": 1.0}, "validation_split must be in"),
         ({"validation_split": -0.1}, "validation_split must be in"),
         ({"task": "regression"}, "one target per row"),
+        ({"decorrelation_weight": -0.5}, "decorrelation_weight must be"),
+        ({"decorrelation_weight": float("nan")}, "decorrelation_weight must be"),
     ],
 )
 def test_invalid_params_raise(low_rank, params: dict, message: str) -> None:
@@ -247,3 +253,80 @@ def test_identity_encoder_passes_columns_through() -> None:
     np.testing.assert_array_equal(latents, x)
     np.testing.assert_array_equal(encoder.reconstruct(x), x)
     assert not hasattr(encoder, "epochs_run_")
+
+
+# ------------------------------------------------------------------ decoding
+def test_decode_of_the_latents_is_the_reconstruction(fitted: Autoencoder, low_rank) -> None:
+    x, _ = low_rank
+    decoded = fitted.decode(fitted.transform(x))
+    assert decoded.shape == x.shape
+    assert decoded.dtype == np.float32
+    np.testing.assert_allclose(decoded, fitted.reconstruct(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="2-D matrix of 3 columns"):
+        fitted.decode(np.zeros((4, 5)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Autoencoder().decode(np.zeros((4, 3)))
+
+
+def test_identity_encoder_decodes_to_the_latents() -> None:
+    latents = np.arange(6, dtype=np.float64).reshape(2, 3)
+    decoded = IdentityEncoder().fit(latents).decode(latents)
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, latents)
+
+
+# ------------------------------------------------------------ decorrelation
+def _mean_squared_correlation(latents: np.ndarray, x: np.ndarray) -> float:
+    k = latents.shape[1]
+    return float((np.corrcoef(latents.T, x.T)[:k, k:] ** 2).mean())
+
+
+def test_decorrelation_penalty_is_the_mean_squared_correlation() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    x[:, 3] = 1.0  # a constant column counts as uncorrelated, not as NaN
+    latent = np.column_stack([x[:, 0] + 0.5 * x[:, 1], rng.normal(size=200)])
+    latent = latent.astype(np.float32)
+    expected = (np.corrcoef(latent.T, x[:, :3].T)[:2, 2:] ** 2).sum() / 8
+    assert float(decorrelation_penalty(latent, x)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_decorrelation_lowers_the_latent_input_correlation(
+    fitted: Autoencoder, low_rank
+) -> None:
+    x, _ = low_rank
+    settings = {"latent_dim": 3, "loss": "mse", "epochs": 40, "validation_split": 0.0}
+    hidden = Autoencoder(decorrelation_weight=10.0, **settings, **FAST).fit(x)
+    plain = _mean_squared_correlation(fitted.transform(x), x)
+    decorrelated = _mean_squared_correlation(hidden.transform(x), x)
+    assert plain > 0.2
+    assert decorrelated < 0.1 * plain
+    # The latent still carries the data: far better than predicting the means.
+    assert ((hidden.reconstruct(x) - x) ** 2).mean() < 0.5 * x.var()
+
+
+def test_decorrelated_autoencoder_is_seeded_and_saves_plainly(low_rank, tmp_path) -> None:
+    x = low_rank[0][:200]
+    settings = {"latent_dim": 2, "hidden_sizes": (8,), "epochs": 3,
+                "decorrelation_weight": 1.0, "task": "regression"}
+    first = Autoencoder(seed=4, **settings).fit(x, x[:, 0])
+    again = Autoencoder(seed=4, **settings).fit(x, x[:, 0])
+    np.testing.assert_array_equal(first.transform(x), again.transform(x))
+    plain = Autoencoder(seed=4, **settings | {"decorrelation_weight": 0.0}).fit(
+        x, x[:, 0])
+    assert np.abs(first.transform(x) - plain.transform(x)).max() > 1e-4
+    # The penalty is not part of the saved model: a fresh process loads it.
+    path = first.save(tmp_path / "encoder.keras")
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import numpy as np\n"
+        "from vfl_embed.autoencoder import Autoencoder\n"
+        f"model = Autoencoder.load({str(path)!r})\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, model.decode(model.transform(x)))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                  first.decode(first.transform(x)))
+    assert [layer.name for layer in first.model_.layers][-1] == "target"
+    assert "decorrelation" not in [layer.name for layer in first.model_.layers]

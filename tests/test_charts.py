@@ -56,14 +56,19 @@ def _report(run_dir: Path) -> dict:
 
 def test_run_report_renders_every_chart_it_has_data_for(digits_run, tmp_path):
     paths = render_report(digits_run, tmp_path)
-    assert sorted(paths) == ["markdown", "peers", "predictions", "projection"]
-    for kind in ("peers", "predictions", "projection"):
+    assert sorted(paths) == ["markdown", "peers", "predictions", "privacy", "projection"]
+    for kind in ("peers", "predictions", "projection", "privacy"):
         assert paths[kind].parent == tmp_path and paths[kind].stat().st_size > 10_000
     text = paths["markdown"].read_text()
     accuracy = _report(digits_run)["held_out_metrics"]["accuracy"]
     assert f"| accuracy | {accuracy:.4f} |" in text
     assert "![held-out predictions](chart-predictions.png)" in text
-    assert "No privacy audit in this report." in text
+    # The peers' audit of their raw-column "latents": the attack reaches the ceiling.
+    privacy = _report(digits_run)["privacy"]
+    assert sorted(privacy) == ["peer-0", "peer-1", "peer-2"]
+    for figures in privacy.values():
+        assert figures["attack_r2"] == pytest.approx(figures["raw_r2"], abs=0.05)
+    assert "![privacy audit](chart-privacy.png)" in text
 
 
 def test_confusion_matrix_holds_the_held_out_predictions(digits_run):
@@ -113,18 +118,22 @@ def test_missing_parts_are_skipped_and_said(digits_run, tmp_path):
     del report["projection"]
     (tmp_path / "report.json").write_text(json.dumps(report))
     paths = render_report(tmp_path)
-    assert sorted(paths) == ["markdown", "peers"]
+    assert sorted(paths) == ["markdown", "peers", "privacy"]
     text = paths["markdown"].read_text()
     assert "No `predictions.csv` in the run directory." in text
     assert "No projection in this report." in text
+    del report["privacy"]
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    text = render_report(tmp_path)["markdown"].read_text()
+    assert "No privacy audit in this report." in text
 
 
-def test_privacy_audit_is_drawn_when_the_report_has_one(digits_run, tmp_path):
+def test_privacy_audit_shows_the_headline_figures(digits_run, tmp_path):
     shutil.copytree(digits_run, tmp_path / "run")
     report = _report(tmp_path / "run")
-    # The planned ``privacy`` section: per peer, R² of decoding its columns.
-    report["privacy"] = {peer: {"attack_r2": 0.31, "pca_r2": 0.42, "raw_r2": 1.0}
-                         for peer in report["peers"]}
+    # Per-feature figures stay in report.json; the chart and table show the headline.
+    report["privacy"] = {peer: {"attack_r2": 0.31, "pca_r2": 0.42, "raw_r2": 1.0,
+                                "r2/pixel_0_1": 0.2} for peer in report["peers"]}
     (tmp_path / "run" / "report.json").write_text(json.dumps(report))
     paths = render_report(tmp_path / "run")
     assert paths["privacy"].stat().st_size > 5_000

@@ -101,7 +101,7 @@ def test_report_renders_an_in_process_run(tmp_path):
     result = invoke("report", str(run_dir / "report.json"), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     printed = dict(line.split(": ", 1) for line in result.stdout.splitlines())
-    assert sorted(printed) == ["markdown", "peers", "predictions", "projection"]
+    assert sorted(printed) == ["markdown", "peers", "predictions", "privacy", "projection"]
     assert all(Path(p).parent == tmp_path / "out" and Path(p).exists()
                for p in printed.values())
 

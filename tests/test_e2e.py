@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.alignment import KeyedHashAlignment
+from vfl_embed.alignment import KeyedHashAlignment, intersect
 from vfl_embed.datasets import load_dataset, vertical_split
 from vfl_embed.message_log import read_message_log
+from vfl_embed.psi import hash_to_group
 
 pytestmark = pytest.mark.slow
 DEMO_SECRET = "vfl-embed-demo-secret"
@@ -58,49 +59,92 @@ def _affine_copies(latents: np.ndarray, raw: pd.DataFrame) -> list[str]:
     return copies
 
 
-def _leaks(log_dir, dataset, num_peers: int) -> list[str]:
+def _peer_ids(dataset, num_peers: int = 3) -> dict[str, np.ndarray]:
+    """Each simulated peer's IDs in its row order (as the app splits the dataset)."""
+    return {f"peer-{k}": vertical_split(dataset, num_peers, k, coverage=0.95,
+                                        seed=42)["id"].to_numpy()
+            for k in range(num_peers)}
+
+
+def _aligned_ids(log_dir, dataset) -> dict[str, np.ndarray]:
+    """Per peer, the IDs of the rows the server asked it to embed, in server order."""
+    ids = _peer_ids(dataset)
+    return {m["peer"]: ids[m["peer"]][m["arrays"]["plan.positions"]]
+            for m in read_message_log(log_dir, "received")
+            if m["message_type"] == "train.embed"}
+
+
+def _leaks(log_dir, dataset) -> list[str]:
     """Every raw ID or raw numeric column found in what the peers sent."""
     ids = dataset.features["id"].astype(str)
-    pseudonyms = KeyedHashAlignment(DEMO_SECRET).pseudonymize(ids)
-    by_pseudonym = dict(zip(map(bytes, pseudonyms), range(len(ids)), strict=True))
-    numeric = dataset.features.drop(columns="id").select_dtypes("number")
+    numeric = dataset.features.set_index("id").select_dtypes("number")
     found = []
-    replies = read_message_log(log_dir)
-    assert {r["message_type"] for r in replies} == {"query.pseudonyms", "train.embed"}
-    for reply in replies:
+    for reply in read_message_log(log_dir):
         blob = b"".join(a.tobytes() for a in reply["arrays"].values())
         blob += str(reply["records"]).encode()
         found += [i for i in ids[:200] if i.encode() in blob]
-    sent_pseudonyms = [r["arrays"]["pseudonyms.pseudonyms"] for r in replies
-                       if r["message_type"] == "query.pseudonyms"]
-    aligned = np.sort(np.intersect1d(*[
-        p.view("V32").ravel() for p in sent_pseudonyms[:2]]))
-    for other in sent_pseudonyms[2:]:
-        aligned = np.intersect1d(aligned, other.view("V32").ravel())
-    rows = [by_pseudonym[bytes(k)] for k in aligned]
-    for reply in replies:
+    aligned = _aligned_ids(log_dir, dataset)
+    for reply in read_message_log(log_dir):
         if reply["message_type"] == "train.embed":
-            latents = reply["arrays"]["latents.latents"]
-            found += _affine_copies(latents, numeric.iloc[rows])
+            rows = numeric.loc[aligned[reply["peer"]]]
+            found += _affine_copies(reply["arrays"]["latents.latents"], rows)
     return found
 
 
-def test_peer_messages_hold_no_raw_value_and_no_raw_id(run_app, tmp_path):
+def _unblinded(log_dir, dataset) -> list[str]:
+    """Kinds of unblinded ID found in any message a peer sent or received."""
+    ids = dataset.features["id"].astype(str).tolist()
+    forms = {"ID hashed to the group": hash_to_group(ids),
+             "keyed pseudonym": KeyedHashAlignment(DEMO_SECRET).pseudonymize(ids)}
+    seen = set()
+    for direction in ("sent", "received"):
+        for message in read_message_log(log_dir, direction):
+            for values in message["arrays"].values():
+                if values.dtype == np.uint8 and values.ndim == 2 and values.shape[1] == 32:
+                    seen |= set(map(bytes, values))
+    return [kind for kind, rows in forms.items() if seen & set(map(bytes, rows))]
+
+
+def test_psi_run_joins_like_keyed_hash_and_leaks_nothing(run_app, tmp_path):
     # Digits: 21-22 pixel columns per peer. (A peer holding a single numeric
     # column, like Titanic's 'age' peer, sends a monotone function of it
     # whatever the encoder; this check flags that too.)
     dataset = load_dataset("digits")
-    common = {"dataset": "digits", "model": "logistic", "latent-dim": 8}
-    log_dir = tmp_path / "log-ae"
-    run = run_app(3, **common, **{"message-log-dir": str(log_dir)})
+    common = {"dataset": "digits", "model": "logistic", "latent-dim": 8,
+              "label-source": "peer"}
+    log_dir = tmp_path / "log-psi"
+    run = run_app(3, **common, alignment="psi", **{"message-log-dir": str(log_dir)})
     assert run.returncode == 0, run.output[-3000:]
-    assert _leaks(log_dir, dataset, 3) == []
-    # The same check catches a leak: the raw-column baseline sends the
-    # standardized columns themselves.
+    assert "[align] PSI round 3 of 3" in run.output
+    assert run.report["alignment"] == "psi"
+    assert run.report["held_out_metrics"]["accuracy"] > 0.85
+    assert _leaks(log_dir, dataset) == []
+    # The server never held an unblinded ID: none travelled, in any form.
+    kinds = {m["message_type"] for m in read_message_log(log_dir, "received")}
+    assert kinds == {"query.pseudonyms", "query.blind", "query.labels", "train.embed"}
+    assert _unblinded(log_dir, dataset) == []
+    # The same join as keyed-hash alignment: every peer embeds the entities all
+    # peers hold, each peer's rows in the same server order.
+    aligned = _aligned_ids(log_dir, dataset)
+    peer_ids = _peer_ids(dataset)
+    keyed = intersect({p: KeyedHashAlignment(DEMO_SECRET).pseudonymize(i)
+                       for p, i in peer_ids.items()}, 0.2, 42)
+    for peer, ids in aligned.items():
+        assert sorted(ids) == sorted(peer_ids[peer][keyed.positions[peer]])
+        np.testing.assert_array_equal(ids, aligned["peer-0"])
+    # Every peer audited its latents; a 8-dim latent is harder to invert than PCA.
+    privacy = run.report["privacy"]
+    assert sorted(privacy) == ["peer-0", "peer-1", "peer-2"]
+    assert all(f["attack_r2"] < f["raw_r2"] for f in privacy.values())
+    # The same checks catch a leak: keyed-hash pseudonyms and the raw-column
+    # baseline, which sends the standardized columns themselves.
     leak_dir = tmp_path / "log-raw"
     leaking = run_app(3, **common, encoder="none", **{"message-log-dir": str(leak_dir)})
     assert leaking.returncode == 0, leaking.output[-3000:]
-    assert "pixel_4_4" in _leaks(leak_dir, dataset, 3)
+    assert "pixel_4_4" in _leaks(leak_dir, dataset)
+    assert _unblinded(leak_dir, dataset) == ["keyed pseudonym"]
+    assert {p: sorted(i) for p, i in _aligned_ids(leak_dir, dataset).items()} == {
+        p: sorted(i) for p, i in aligned.items()}
 
 
 # ----------------------------------------------------------------- bad input

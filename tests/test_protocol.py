@@ -433,3 +433,25 @@ def test_labels_reply_missing_a_record(labels_request) -> None:
                     reply_to=labels_request)
     with pytest.raises(PeerReplyError, match="alice: reply lacks the 'labels'"):
         protocol.read_labels(reply, "alice", 3)
+
+
+# ------------------------------------------------------------ PSI blinding
+def test_blind_request_and_reply_round_trip(pseudonyms) -> None:
+    request = _over_the_wire(protocol.blind_request(PEER_NODE, pseudonyms, "fp"))
+    assert request.metadata.message_type == protocol.QUERY_BLIND
+    assert request.content[protocol.CONFIG][protocol.FINGERPRINT] == "fp"
+    np.testing.assert_array_equal(protocol.read_points_request(request), pseudonyms)
+    reply = _over_the_wire(protocol.blind_reply(request, pseudonyms[::-1]))
+    np.testing.assert_array_equal(protocol.read_points(reply, "bob", 40), pseudonyms[::-1])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: p[:-1], r"bob: blinded points must be \(40, 32\) uint8, got \(39, 32\)"),
+    (lambda p: p.astype(np.int16), r"got \(40, 32\) int16"),
+    (lambda p: np.concatenate([p[:-1], p[:1]]), "bob: sent repeated blinded points"),
+])
+def test_bad_blinded_points_are_refused(pseudonyms, change, message) -> None:
+    request = protocol.blind_request(PEER_NODE, pseudonyms, "fp")
+    reply = _over_the_wire(protocol.blind_reply(request, change(pseudonyms)))
+    with pytest.raises(PeerReplyError, match=message):
+        protocol.read_points(reply, "bob", 40)

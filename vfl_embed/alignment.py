@@ -1,19 +1,32 @@
-"""Entity alignment by keyed pseudonyms.
+"""Entity alignment by pseudonyms: plain, keyed-hash and private set intersection.
 
-Peers never send raw IDs. Each peer maps its IDs to HMAC-SHA256 pseudonyms
-under a secret the peers share and the server does not hold; the server
-intersects the pseudonym sets of all peers, fixes a seeded train/test split
-of the intersection and tells each peer which of its own rows are in, in
-the server's order (as positions into the list that peer sent).
+Peers never send raw IDs. Each peer maps its IDs to 32-byte pseudonyms, in
+its row order; the server intersects the pseudonym sets of all peers, fixes
+a seeded train/test split of the intersection and tells each peer which of
+its own rows are in, in the server's order (as positions into the list that
+peer sent). Three modes make the pseudonyms:
 
-What this reveals: the server learns the number of rows of each peer and,
-per pseudonym, which peers hold it (it cannot invert a pseudonym without the
-secret). A peer learns which of its own rows are in the intersection, hence
-the intersection's size. Alignment as such reveals that an entity is in every
-peer's data; no embedding metric captures that. A peer colluding with the
-server can invert every pseudonym of IDs it can guess. A private set
-intersection mode can replace :class:`KeyedHashAlignment` behind the same
-two calls (``pseudonymize`` on the peer, :func:`intersect` on the server).
+``keyed-hash`` (:class:`KeyedHashAlignment`)
+    HMAC-SHA256 under a secret the peers share and the server does not
+    hold. The server learns the number of rows of each peer and, per
+    pseudonym, which peers hold it; it cannot invert a pseudonym without the
+    secret. A peer colluding with the server can invert every pseudonym of
+    an ID it can guess.
+``psi`` (:class:`~vfl_embed.psi.PsiAlignment`)
+    Private set intersection: each peer hashes its IDs to Ristretto255 and
+    blinds them with its own key, and the lists go round the ring of peers
+    until every key is on them (:mod:`vfl_embed.psi`). No shared secret; a
+    server that follows the protocol learns what it learns under keyed-hash,
+    and a peer colluding with it learns only which other peers hold the IDs
+    that peer holds itself.
+``plain`` (:class:`PlainAlignment`)
+    Unkeyed SHA-256, for debugging only: anyone who can guess IDs inverts it.
+
+In every mode a peer learns which of its own rows are in the intersection,
+hence the intersection's size, and alignment as such reveals that an entity
+is in every peer's data; no embedding metric captures that. The peer calls
+``pseudonymize``, the server :func:`intersect`; ``docs/alignment-privacy.md``
+compares the modes.
 """
 
 from __future__ import annotations
@@ -26,7 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PSEUDONYM_BYTES", "AlignmentPlan", "KeyedHashAlignment", "intersect", "locate"]
+__all__ = [
+    "PSEUDONYM_BYTES",
+    "AlignmentPlan",
+    "KeyedHashAlignment",
+    "PlainAlignment",
+    "intersect",
+    "locate",
+]
 
 PSEUDONYM_BYTES = 32
 
@@ -60,6 +80,28 @@ class KeyedHashAlignment:
             hmac.new(self._secret, _utf8(str(i)), hashlib.sha256).digest()
             for i in ids
         )
+        return np.frombuffer(digests, dtype=np.uint8).reshape(len(ids), PSEUDONYM_BYTES)
+
+
+class PlainAlignment:
+    """Plain pseudonyms: unkeyed SHA-256 of each ID, for debugging only.
+
+    Anyone who can guess IDs inverts these pseudonyms: hashing a candidate
+    and comparing takes a microsecond, and customer numbers, dates of birth
+    or e-mail addresses are easily enumerated. The server therefore learns
+    every ID it can guess. Useful to read an alignment by eye (the
+    pseudonym of an ID is what ``printf %s ID | sha256sum`` prints); never
+    to protect IDs.
+    """
+
+    name = "plain"
+
+    def pseudonymize(self, ids: Sequence[str]) -> np.ndarray:
+        """Return SHA-256 of each ID as a ``(n, 32)`` uint8 array.
+
+        IDs are encoded as in :meth:`KeyedHashAlignment.pseudonymize`.
+        """
+        digests = b"".join(hashlib.sha256(_utf8(str(i))).digest() for i in ids)
         return np.frombuffer(digests, dtype=np.uint8).reshape(len(ids), PSEUDONYM_BYTES)
 
 

@@ -82,6 +82,10 @@ class RunReport:
         Peers the run went on without, with the reason.
     seconds : dict[str, float]
         Time per phase.
+    privacy : dict[str, dict[str, float]]
+        Per peer, its privacy figures: the reconstruction-attack audit of its
+        released latents (``attack_r2``, ``pca_r2``, ``raw_r2``, ...) and,
+        for a noised release, ``dp_epsilon``.
     raw : dict
         The whole ``report.json``.
     """
@@ -96,6 +100,7 @@ class RunReport:
     entities: dict[str, int]
     dropped_peers: dict[str, str]
     seconds: dict[str, float]
+    privacy: dict[str, dict[str, float]]
     raw: dict = field(repr=False)
 
     @classmethod
@@ -114,6 +119,7 @@ class RunReport:
             entities=dict(report.get("entities") or {}),
             dropped_peers=dict(report.get("dropped_peers") or {}),
             seconds=dict(report.get("seconds") or {}),
+            privacy=dict(report.get("privacy") or {}),
             raw=dict(report),
         )
 

@@ -20,6 +20,7 @@ __all__ = [
     "Autoencoder",
     "IdentityEncoder",
     "build_autoencoder",
+    "decorrelation_penalty",
     "in_fixed_batches",
     "predict_rows",
     "representation_metrics",
@@ -80,6 +81,80 @@ def build_autoencoder(
     return model, encoder
 
 
+def decorrelation_penalty(latent, inputs, epsilon: float = 1e-12):  # noqa: ANN001, ANN201
+    """Mean squared Pearson correlation between latent units and input columns.
+
+    Correlations are taken across the rows (a mini-batch in training) for
+    every pair (latent unit, input column) and squared; the mean over pairs
+    is returned as a scalar tensor. ``epsilon`` is added to the product of
+    the two variances, so a constant column counts as uncorrelated.
+
+    Parameters
+    ----------
+    latent : tensor
+        ``(rows, latent units)`` latents.
+    inputs : tensor
+        ``(rows, columns)`` inputs of the encoder.
+    epsilon : float (default: 1e-12)
+        Guard against zero variance.
+    """
+    from keras import ops
+
+    latent = latent - ops.mean(latent, axis=0, keepdims=True)
+    inputs = inputs - ops.mean(inputs, axis=0, keepdims=True)
+    rows = ops.cast(ops.shape(latent)[0], latent.dtype)
+    covariance = ops.matmul(ops.transpose(latent), inputs) / rows
+    variances = ops.outer(ops.mean(latent * latent, axis=0),
+                          ops.mean(inputs * inputs, axis=0))
+    return ops.mean(ops.square(covariance) / (variances + epsilon))
+
+
+def _layers(model, prefix: str) -> list:  # noqa: ANN001
+    """Return the layers of ``model`` named ``<prefix><k>``, in order of ``k``."""
+    named = [layer for layer in model.layers if layer.name.startswith(prefix)]
+    return sorted(named, key=lambda layer: int(layer.name[len(prefix):]))
+
+
+def _with_decorrelation(model, weight: float):  # noqa: ANN001, ANN202
+    """Return a training model that shares ``model``'s layers.
+
+    Its loss adds ``weight`` times the :func:`decorrelation_penalty` of its
+    latents and inputs on each batch. Only this training model holds the
+    penalty: ``model`` itself, which is saved, keeps the plain architecture.
+    """
+    import keras
+
+    class DecorrelationPenalty(keras.layers.Layer):
+        def call(self, tensors):  # noqa: ANN001, ANN202
+            inputs, latent = tensors
+            self.add_loss(weight * decorrelation_penalty(latent, inputs))
+            return latent
+
+    inputs = model.input
+    x = inputs
+    for layer in _layers(model, "enc_"):
+        x = layer(x)
+    latent = DecorrelationPenalty(name="decorrelation")([inputs, model.get_layer("latent")(x)])
+    x = latent
+    for layer in _layers(model, "dec_"):
+        x = layer(x)
+    outputs = {"reconstruction": model.get_layer("reconstruction")(x)}
+    if any(layer.name == "target" for layer in model.layers):
+        outputs["target"] = model.get_layer("target")(latent)
+    return keras.Model(inputs, outputs, name="autoencoder_decorrelated")
+
+
+def _decoder(model):  # noqa: ANN001, ANN202
+    """Return the decoder half of an autoencoder ``model``: latents to reconstruction."""
+    import keras
+
+    latents = keras.Input(shape=(model.get_layer("latent").units,), name="latents")
+    x = latents
+    for layer in _layers(model, "dec_"):
+        x = layer(x)
+    return keras.Model(latents, model.get_layer("reconstruction")(x), name="decoder")
+
+
 class Autoencoder:
     """A peer's autoencoder with a scikit-learn-like interface.
 
@@ -114,6 +189,15 @@ class Autoencoder:
         Weight of the supervised loss against the reconstruction loss.
     seed : int (default: 42)
         Seed of weight initialization, shuffling and the validation split.
+    decorrelation_weight : float (default: 0.0)
+        If positive, training adds this weight times the mean, over latent
+        units and input columns, of their squared Pearson correlation on each
+        mini-batch (see :func:`decorrelation_penalty`). Experimental: it
+        lowers each unit's own correlations, but the units together can stay
+        a linear function of the inputs; on one Ames peer (16-dim latent,
+        weights 1 and 10) a ridge inversion attacker did not get worse while
+        reconstruction and downstream accuracy did. Early stopping watches
+        the total loss. The saved model does not contain the term.
     """
 
     def __init__(
@@ -131,6 +215,7 @@ class Autoencoder:
         task: str = "",
         supervised_weight: float = 1.0,
         seed: int = 42,
+        decorrelation_weight: float = 0.0,
     ) -> None:
         self.latent_dim = latent_dim
         self.hidden_sizes = tuple(hidden_sizes)
@@ -145,6 +230,7 @@ class Autoencoder:
         self.task = task
         self.supervised_weight = supervised_weight
         self.seed = seed
+        self.decorrelation_weight = decorrelation_weight
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> Autoencoder:
         """Train on the encoded matrix ``x`` (and targets ``y`` if supervised)."""
@@ -166,7 +252,10 @@ class Autoencoder:
             losses["target"] = head_loss
             weights["target"] = self.supervised_weight
             targets["target"] = y
-        self.model_.compile(
+        trainer = self.model_
+        if self.decorrelation_weight > 0:
+            trainer = _with_decorrelation(self.model_, self.decorrelation_weight)
+        trainer.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=losses,
             loss_weights=weights,
@@ -179,11 +268,12 @@ class Autoencoder:
             callbacks.append(keras.callbacks.EarlyStopping(
                 patience=self.patience, restore_best_weights=True
             ))
-        history = self.model_.fit(
+        history = trainer.fit(
             x[train], fit_targets, validation_data=validation, epochs=self.epochs,
             batch_size=self.batch_size, shuffle=True, callbacks=callbacks, verbose=0,
         )
         self.epochs_run_ = len(history.history["loss"])
+        self.decoder_ = _decoder(self.model_)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -195,6 +285,20 @@ class Autoencoder:
         """Return the decoder's reconstruction of ``x``."""
         self._check_fitted()
         return predict_rows(self.model_, x, "reconstruction")
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Return the decoder's output (float32) for latent rows.
+
+        ``decode(transform(x))`` is ``reconstruct(x)`` up to float rounding.
+        """
+        self._check_fitted()
+        latents = np.asarray(latents)
+        if latents.ndim != 2 or latents.shape[1] != self.decoder_.input_shape[-1]:
+            raise ValueError(
+                f"latents must be a 2-D matrix of {self.decoder_.input_shape[-1]} "
+                f"columns, got shape {latents.shape}"
+            )
+        return predict_rows(self.decoder_, latents)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted autoencoder (encoder and decoder) as a ``.keras`` file."""
@@ -218,6 +322,7 @@ class Autoencoder:
         loaded = cls(latent_dim=int(latent.units))
         loaded.model_ = model
         loaded.encoder_ = keras.Model(model.input, latent.output, name="encoder")
+        loaded.decoder_ = _decoder(model)
         return loaded
 
     def _head(self, y: np.ndarray | None) -> tuple[int, str, str]:
@@ -251,6 +356,11 @@ class Autoencoder:
             raise ValueError(
                 f"validation_split must be in [0, 1), got {self.validation_split}"
             )
+        if not (np.isfinite(self.decorrelation_weight) and self.decorrelation_weight >= 0):
+            raise ValueError(
+                "decorrelation_weight must be a finite number >= 0, got "
+                f"{self.decorrelation_weight}"
+            )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "encoder_"):
@@ -276,6 +386,10 @@ class IdentityEncoder:
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Return ``x`` as float32: the identity reconstructs perfectly."""
         return np.asarray(x, dtype=np.float32)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Return ``latents`` as float32: the latents are the columns."""
+        return np.asarray(latents, dtype=np.float32)
 
 
 def predict_rows(model, x: np.ndarray, output: str = "") -> np.ndarray:  # noqa: ANN001

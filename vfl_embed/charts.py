@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .privacy_audit import HEADLINE_KEYS
 from .scenarios import markdown as scenario_table
 
 __all__ = ["plot_peer_metric", "plot_predictions", "plot_privacy", "plot_projection",
@@ -174,8 +175,9 @@ def plot_privacy(ax: Axes, privacy: Mapping[str, Mapping[str, float]]) -> None:
     ax : matplotlib.axes.Axes
         Where to draw.
     privacy : Mapping[str, Mapping[str, float]]
-        ``report.json`` ``privacy``: per peer its audit figures (``attack_r2``,
-        ``pca_r2``, ``raw_r2``, ...); every numeric one gets a bar.
+        ``report.json`` ``privacy``: per peer its audit figures; the headline
+        ones (:data:`~vfl_embed.privacy_audit.HEADLINE_KEYS`: ``attack_r2``,
+        ``pca_r2``, ``raw_r2``, ``decoder_r2``) get a bar each.
     """
     peers = sorted(privacy)
     keys = _privacy_keys(privacy)
@@ -191,8 +193,8 @@ def plot_privacy(ax: Axes, privacy: Mapping[str, Mapping[str, float]]) -> None:
 
 
 def _privacy_keys(privacy: Mapping[str, Mapping[str, object]]) -> list[str]:
-    return sorted({k for figures in privacy.values() for k, v in figures.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)})
+    return [k for k in HEADLINE_KEYS if any(
+        isinstance(f.get(k), int | float) for f in privacy.values())]
 
 
 # ------------------------------------------------------------- whole figures

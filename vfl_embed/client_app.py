@@ -61,6 +61,14 @@ def pseudonyms(message: Message, peer: Peer, context: Context) -> Message:
     )
 
 
+@app.query("blind")
+@_as_peer_handler
+def blind(message: Message, peer: Peer, context: Context) -> Message:
+    """Blind another peer's group elements with this peer's key (PSI alignment)."""
+    _checked_config(message, peer)
+    return protocol.blind_reply(message, peer.blind(protocol.read_points_request(message)))
+
+
 @app.query("labels")
 @_as_peer_handler
 def labels(message: Message, peer: Peer, context: Context) -> Message:

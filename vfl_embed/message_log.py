@@ -1,11 +1,12 @@
-"""An outbound message log: a peer keeps a copy of everything it sends.
+"""A message log: a peer keeps a copy of everything it sends and receives.
 
 An organization can point ``message-log-dir`` (node config) or the
 ``VFL_EMBED_MESSAGE_LOG`` environment variable at a directory (in simulation
 also the run config's ``message-log-dir``); every reply its ClientApp sends
-is then written there (arrays as ``.npz``, config and
-metric records as JSON) before it leaves. The privacy tests read the same
-log to check that no raw value or raw ID is ever sent.
+is then written there before it leaves, and every request it receives
+(arrays as ``.npz``, config and metric records as JSON, with the peer's
+name and the direction). The privacy tests read the same log to check that
+no raw value or raw ID is ever sent, and what the server asked each peer.
 """
 
 from __future__ import annotations
@@ -18,21 +19,30 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 
-__all__ = ["ENV_VAR", "LoggedReply", "message_log_mod", "read_message_log"]
+from .peer import peer_name
+
+__all__ = ["ENV_VAR", "LoggedMessage", "message_log_mod", "read_message_log"]
 
 ENV_VAR = "VFL_EMBED_MESSAGE_LOG"
 
 
-class LoggedReply(dict):
-    """One logged reply: ``message_type``, ``arrays`` and ``records``."""
+class LoggedMessage(dict):
+    """One logged message.
+
+    Keys: ``message_type``, ``direction`` (``"sent"`` or ``"received"``),
+    ``peer``, ``arrays`` and ``records``.
+    """
 
 
 def message_log_mod(message: Message, context: Context, call_next) -> Message:  # noqa: ANN001
-    """Flower mod writing every reply of this ClientApp to the message log."""
-    reply = call_next(message, context)
+    """Flower mod writing every request and reply of this ClientApp to the message log."""
     directory = _log_directory(context)
+    peer = peer_name(context.node_config)
     if directory:
-        _write(Path(directory), message.metadata.message_type, reply)
+        _write(Path(directory), message.metadata.message_type, message, "received", peer)
+    reply = call_next(message, context)
+    if directory:
+        _write(Path(directory), message.metadata.message_type, reply, "sent", peer)
     return reply
 
 
@@ -47,21 +57,24 @@ def _log_directory(context: Context) -> str:
     return os.environ.get(ENV_VAR, "")
 
 
-def _write(directory: Path, message_type: str, reply: Message) -> None:
+def _write(
+    directory: Path, message_type: str, message: Message, direction: str, peer: str
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{message_type}-{uuid.uuid4().hex}"
+    stem = f"{message_type}-{direction}-{uuid.uuid4().hex}"
     arrays, records = {}, {}
-    if reply.has_error():
-        records["error"] = {"code": reply.error.code, "reason": reply.error.reason}
+    if message.has_error():
+        records["error"] = {"code": message.error.code, "reason": message.error.reason}
     else:
-        for name, record in reply.content.items():
+        for name, record in message.content.items():
             if isinstance(record, ArrayRecord):
                 arrays |= {f"{name}.{key}": array.numpy() for key, array in record.items()}
             else:
                 records[name] = {k: _jsonable(v) for k, v in record.items()}
     np.savez(directory / f"{stem}.npz", **arrays)
     (directory / f"{stem}.json").write_text(json.dumps(
-        {"message_type": message_type, "records": records}, default=str))
+        {"message_type": message_type, "direction": direction, "peer": peer,
+         "records": records}, default=str))
 
 
 def _jsonable(value: object) -> object:
@@ -70,14 +83,21 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def read_message_log(directory: str | Path) -> list[LoggedReply]:
-    """Read back every reply in a message log directory."""
-    replies = []
+def read_message_log(directory: str | Path, direction: str = "sent") -> list[LoggedMessage]:
+    """Read back the messages a message log holds.
+
+    ``direction`` picks the replies the peers ``"sent"`` (default) or the
+    requests they ``"received"``.
+    """
+    messages = []
     for meta in sorted(Path(directory).glob("*.json")):
         header = json.loads(meta.read_text())
+        if header["direction"] != direction:
+            continue
         with np.load(meta.parent / f"{meta.stem}.npz") as arrays:
-            replies.append(LoggedReply(
-                message_type=header["message_type"], records=header["records"],
+            messages.append(LoggedMessage(
+                message_type=header["message_type"], direction=direction,
+                peer=header["peer"], records=header["records"],
                 arrays={k: arrays[k] for k in arrays.files},
             ))
-    return replies
+    return messages

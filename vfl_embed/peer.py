@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -18,11 +19,14 @@ import numpy as np
 import pandas as pd
 from flwr.common.logger import log
 
-from .alignment import KeyedHashAlignment
+from .alignment import KeyedHashAlignment, PlainAlignment
 from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
 from .data import PeerDataError, PeerTable, Preprocessor, read_table
 from .datasets import ID_COLUMN, load_dataset, vertical_split
+from .peer_privacy import LatentRelease, audit_figures, make_alignment, peer_secret
 from .peer_state import PeerState
+from .protocol import PRIVACY_PREFIX
+from .psi import PsiAlignment
 
 __all__ = ["Peer", "peer_from_context", "peer_name"]
 
@@ -38,6 +42,7 @@ _ENCODER_PARAMS = {
     "validation-split": ("validation_split", float),
     "patience": ("patience", int),
     "supervised-weight": ("supervised_weight", float),
+    "decorrelation-weight": ("decorrelation_weight", float),
 }
 
 
@@ -48,27 +53,34 @@ class Peer:
     ----------
     table : PeerTable
         The peer's rows.
-    alignment : KeyedHashAlignment
-        How the peer turns its IDs into pseudonyms.
+    alignment : KeyedHashAlignment | PsiAlignment | PlainAlignment
+        How the peer turns its IDs into pseudonyms (see
+        :func:`~vfl_embed.peer_privacy.make_alignment`).
     simulated : bool (default: False)
         True in simulation; only then may the raw-column baseline encoder
         (``encoder = "none"``) be used.
     state_dir : str | Path | None (default: None)
         Where the peer keeps its fitted preprocessing and encoder of each
         training run (see :mod:`vfl_embed.peer_state`); None keeps nothing.
+    secret : Callable[[], bytes] | None (default: None)
+        Returns the peer's own secret, which keys its differential-privacy
+        noise (see :func:`~vfl_embed.peer_privacy.peer_secret`); called only
+        for a noised release.
     """
 
     def __init__(
         self,
         table: PeerTable,
-        alignment: KeyedHashAlignment,
+        alignment: KeyedHashAlignment | PsiAlignment | PlainAlignment,
         simulated: bool = False,
         state_dir: str | Path | None = None,
+        secret: Callable[[], bytes] | None = None,
     ) -> None:
         self.table = table
         self.alignment = alignment
         self.simulated = simulated
         self.state_dir = state_dir
+        self._secret = secret
 
     @property
     def name(self) -> str:
@@ -76,8 +88,23 @@ class Peer:
         return self.table.peer
 
     def pseudonyms(self) -> np.ndarray:
-        """Keyed pseudonyms of the peer's IDs, in its row order."""
+        """Pseudonyms of the peer's IDs, in its row order.
+
+        Under private set intersection these are the IDs hashed to the group
+        and blinded with the peer's scalar: the ring's first round.
+        """
         return self.alignment.pseudonymize(self.table.ids)
+
+    def blind(self, points: np.ndarray) -> np.ndarray:
+        """Blind another peer's group elements with this peer's scalar (PSI only)."""
+        if not isinstance(self.alignment, PsiAlignment):
+            raise PeerDataError(f"{self.name}: asked to blind points, but the run's "
+                                "alignment is not 'psi'")
+        try:
+            return self.alignment.blind(points)
+        except ValueError as err:
+            raise PeerDataError(f"{self.name}: the server sent points it cannot blind: "
+                                f"{err}") from err
 
     def labels(self, positions: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Labels of the aligned rows; string labels become class codes."""
@@ -107,9 +134,12 @@ class Peer:
     ) -> tuple[np.ndarray, dict[str, float]]:
         """Fit on the aligned training rows and encode all aligned rows.
 
-        Returns the latents in the server's order and the metrics: the
-        representation metrics on held-out rows (see
-        :func:`~vfl_embed.autoencoder.representation_metrics`), sizes and time.
+        Returns the released latents in the server's order (clipped and
+        noised if ``config`` asks for differential privacy) and the metrics:
+        the representation metrics on held-out rows (see
+        :func:`~vfl_embed.autoencoder.representation_metrics`), sizes, time
+        and the privacy figures (the reconstruction-attack audit of the
+        released latents and the release's epsilon, prefixed ``privacy/``).
         With a ``state_dir`` and the training ``run_id``, the fitted state is
         saved for :meth:`encode`.
         """
@@ -125,9 +155,15 @@ class Peer:
                 "does not compress and may be invertible", self.name,
                 encoder.latent_dim, x.shape[1])
         encoder.fit(x[train], train_targets)
-        latents = encoder.transform(x)
+        release = LatentRelease(config, self._secret, run_id or 0)
+        latents, privacy = release.apply(
+            encoder.transform(x), self.table.ids[positions], self.name)
+        privacy |= audit_figures(x, latents, preprocessor, encoder, config,
+                                 _peer_seed(int(config.get("seed", 42)), self.name),
+                                 self.name)
         if self.state_dir is not None and run_id is not None:
-            self._save(PeerState(self.name, run_id, preprocessor, encoder))
+            self._save(PeerState(self.name, run_id, preprocessor, encoder,
+                                 release.settings()))
         test_x = x[is_test] if is_test.any() else x[train]
         reconstruction = encoder.reconstruct(test_x)
         metrics = representation_metrics(
@@ -142,7 +178,7 @@ class Peer:
             "latent-dim": float(latents.shape[1]),
             "epochs-run": float(getattr(encoder, "epochs_run_", 0)),
             "fit-seconds": time.perf_counter() - started,
-        }
+        } | {PRIVACY_PREFIX + key: value for key, value in privacy.items()}
         return latents, metrics
 
     def _save(self, state: PeerState) -> None:
@@ -168,7 +204,9 @@ class Peer:
         if self.state_dir is None:
             raise PeerDataError(f"{self.name}: keeps no encoder state (no state-dir)")
         state = PeerState.load(self.state_dir, self.name, train_run, self.table.source)
-        latents = state.transform(self._select(positions, self.table.features))
+        latents, _ = LatentRelease(state.release, self._secret, train_run).apply(
+            state.transform(self._select(positions, self.table.features)),
+            self.table.ids[positions], self.name)
         return latents, {"rows": float(len(latents)),
                          "encode-seconds": time.perf_counter() - started}
 
@@ -216,6 +254,9 @@ def peer_from_context(
     ``data-paths`` (``;``-separated, one per peer) or a column group of the
     built-in ``dataset``; the run config's demo secret is used.
 
+    The run config's ``alignment`` (``keyed-hash``, ``psi`` or ``plain``)
+    picks how IDs become pseudonyms; ``psi`` needs no alignment secret.
+
     The peer keeps its fitted encoders under the node config's ``state-dir``;
     without one, next to its data file (``vfl-embed-state/``) in deployment,
     and under the run config's ``state-dir`` (default
@@ -228,9 +269,11 @@ def peer_from_context(
             str(data_path), str(node_config.get("id-column", "id")),
             name, str(node_config.get("label-column", "")),
         )
-        state_dir = node_config.get("state-dir") or data_path.parent / "vfl-embed-state"
-        return Peer(table, KeyedHashAlignment(_node_secret(node_config, name)),
-                    state_dir=Path(str(state_dir)))
+        state_dir = Path(str(node_config.get("state-dir")
+                             or data_path.parent / "vfl-embed-state"))
+        mode = str(run_config.get("alignment", "keyed-hash"))
+        shared = _node_secret(node_config, name) if mode == "keyed-hash" else ""
+        return _peer(table, mode, shared, run_config, state_dir, simulated=False)
     if "partition-id" not in node_config:
         raise PeerDataError(
             "peer: node config names neither 'data-path' (deployment) nor "
@@ -243,8 +286,21 @@ def peer_from_context(
         raise PeerDataError(f"{name}: run config 'alignment-secret' is empty")
     state_dir = node_config.get("state-dir") or run_config.get("state-dir") or (
         Path(str(run_config.get("results-dir", "") or "results")) / "peer-state")
-    return Peer(_simulated_table(partition, num_partitions, name, run_config),
-                KeyedHashAlignment(secret), simulated=True, state_dir=Path(str(state_dir)))
+    return _peer(_simulated_table(partition, num_partitions, name, run_config),
+                 str(run_config.get("alignment", "keyed-hash")), secret, run_config,
+                 Path(str(state_dir)), simulated=True)
+
+
+def _peer(
+    table: PeerTable, mode: str, shared_secret: str, run_config: Mapping[str, object],
+    state_dir: Path, simulated: bool,
+) -> Peer:
+    secret = partial(peer_secret, table.peer, state_dir=state_dir,
+                     simulated_secret=shared_secret if simulated else "")
+    alignment = make_alignment(mode, table.peer, shared_secret=shared_secret,
+                               secret=secret, seed=int(run_config.get("seed", 42)),
+                               simulated=simulated)
+    return Peer(table, alignment, simulated=simulated, state_dir=state_dir, secret=secret)
 
 
 def peer_name(node_config: Mapping[str, object]) -> str:

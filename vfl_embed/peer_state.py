@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,12 +60,16 @@ class PeerState:
         The fitted preprocessing of the peer's columns.
     encoder : Autoencoder | IdentityEncoder
         The fitted encoder (``IdentityEncoder`` for the raw-column baseline).
+    release : dict[str, float]
+        The differential-privacy settings of the released latents (empty
+        when none), so that a prediction run releases rows alike.
     """
 
     peer: str
     run_id: int
     preprocessor: Preprocessor
     encoder: Autoencoder | IdentityEncoder
+    release: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
     def directory(root: str | Path, peer: str, run_id: int) -> Path:
@@ -96,6 +100,7 @@ class PeerState:
             "encoder": kind,
             "latent_dim": self.latent_dim,
             "preprocessor": self.preprocessor.get_state(),
+            "release": self.release,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "vfl_embed_version": __version__,
         }
@@ -123,7 +128,8 @@ class PeerState:
             preprocessor = Preprocessor.from_state(state["preprocessor"], peer, source)
             encoder = (Autoencoder.load(directory / ENCODER_FILE)
                        if state["encoder"] == "autoencoder" else IdentityEncoder())
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            release = {str(k): float(v) for k, v in state.get("release", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise PeerDataError(f"{peer}: the saved state in '{directory}' is unreadable "
                                 f"({type(err).__name__}); retrain") from err
-        return cls(peer, run_id, preprocessor, encoder)
+        return cls(peer, run_id, preprocessor, encoder, release)

@@ -11,6 +11,14 @@ Messages (server -> peer, and the reply):
     ``ConfigRecord "peer"`` with ``"name"``, ``"fingerprint"`` (SHA-256 of the
     pseudonyms, echoed back later so the peer can check its table did not
     change) and ``"has-label"``.
+``query.blind``
+    Private set intersection only (``alignment = "psi"``): blind another
+    peer's list of group elements with this peer's key. Request:
+    ``ArrayRecord "points"`` with ``"points"`` (``(n, 32)`` uint8 Ristretto255
+    encodings) and ``ConfigRecord "config"`` with ``"fingerprint"``. Reply:
+    ``ArrayRecord "points"`` with ``"points"``, the same rows blinded, in the
+    same order. In this mode the ``query.pseudonyms`` reply carries the
+    peer's own IDs blinded with its key (the first of the ring's rounds).
 ``query.labels``
     Ask the label-holding peer for the labels of the aligned rows.
     Request: ``ArrayRecord "plan"`` with ``"positions"``. Reply:
@@ -56,6 +64,7 @@ from .alignment import PSEUDONYM_BYTES
 QUERY_PSEUDONYMS = "query.pseudonyms"
 QUERY_LABELS = "query.labels"
 QUERY_ENCODE = "query.encode"
+QUERY_BLIND = "query.blind"
 TRAIN_EMBED = "train.embed"
 
 # Record names and keys.
@@ -75,6 +84,12 @@ LABEL_INFO = "label-info"
 CLASSES = "classes"
 LATENTS = "latents"
 METRICS = "metrics"
+POINTS = "points"
+# Values of the run config's "alignment", which server and peers both read.
+ALIGNMENT_MODES = ("keyed-hash", "psi", "plain")
+# Prefix of the privacy figures (audit, differential privacy) among a peer's
+# embed metrics: "privacy/<figure>".
+PRIVACY_PREFIX = "privacy/"
 
 # Error codes of a peer (Flower's own codes are < 10): input it cannot use,
 # and an unexpected failure whose details stay in the peer's log.
@@ -155,6 +170,17 @@ def latents_reply(
     return Message(content, reply_to=request)
 
 
+def blind_reply(request: Message, points: np.ndarray) -> Message:
+    """Reply to ``query.blind``."""
+    return Message(RecordDict({POINTS: ArrayRecord({POINTS: _array(points)})}),
+                   reply_to=request)
+
+
+def read_points_request(message: Message) -> np.ndarray:
+    """Return the group elements a ``query.blind`` request asks to blind."""
+    return message.content[POINTS][POINTS].numpy()
+
+
 def read_plan(
     message: Message,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -181,6 +207,13 @@ def labels_request(node_id: int, positions: np.ndarray) -> Message:
     plan = ArrayRecord({POSITIONS: _array(positions.astype(np.int64))})
     return Message(RecordDict({PLAN: plan}), dst_node_id=node_id,
                    message_type=QUERY_LABELS)
+
+
+def blind_request(node_id: int, points: np.ndarray, fingerprint_: str) -> Message:
+    """Build a ``query.blind`` message."""
+    content = RecordDict({POINTS: ArrayRecord({POINTS: _array(points)}),
+                          CONFIG: ConfigRecord({FINGERPRINT: fingerprint_})})
+    return Message(content, dst_node_id=node_id, message_type=QUERY_BLIND)
 
 
 def embed_request(
@@ -257,13 +290,29 @@ def read_pseudonyms(reply: Message, peer: str) -> tuple[np.ndarray, dict]:
         )
     if len(values) == 0:
         raise PeerReplyError(name, "sent no pseudonyms (empty table)")
-    keys = np.ascontiguousarray(values).view(f"V{PSEUDONYM_BYTES}").ravel()
-    if len(np.unique(keys)) != len(keys):
+    if len(np.unique(_keys(values))) != len(values):
         raise PeerReplyError(name, "sent duplicate pseudonyms (duplicate IDs)")
     if fingerprint(values) != info[FINGERPRINT]:
         raise PeerReplyError(name, "pseudonyms do not match their fingerprint")
     return values, {NAME: name, FINGERPRINT: info[FINGERPRINT],
                     HAS_LABEL: info[HAS_LABEL]}
+
+
+def read_points(reply: Message, peer: str, n_rows: int) -> np.ndarray:
+    """Validate a ``query.blind`` reply: ``n_rows`` distinct 32-byte elements.
+
+    Blinding with a non-zero key is a bijection of the group, so distinct
+    elements stay distinct; a repeated row is a fault of the peer.
+    """
+    check_reply(reply, peer)
+    values = _array_of(reply, POINTS, POINTS, peer)
+    if values.dtype != np.uint8 or values.shape != (n_rows, PSEUDONYM_BYTES):
+        raise PeerReplyError(
+            peer, f"blinded points must be ({n_rows}, {PSEUDONYM_BYTES}) uint8, got "
+            f"{values.shape} {values.dtype}")
+    if len(np.unique(_keys(values))) != n_rows:
+        raise PeerReplyError(peer, "sent repeated blinded points")
+    return values
 
 
 def peer_names(infos: Mapping[int, tuple[np.ndarray, dict]]) -> dict[int, str]:
@@ -332,6 +381,10 @@ def read_latents(
     ):
         raise PeerReplyError(peer, f"the '{METRICS}' record must hold numbers only")
     return latents, {k: float(v) for k, v in metrics.items()}
+
+
+def _keys(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values).view(f"V{PSEUDONYM_BYTES}").ravel()
 
 
 def _record(reply: Message, name: str, peer: str):  # noqa: ANN202

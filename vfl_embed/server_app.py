@@ -32,11 +32,12 @@ class RunStoppedError(Exception):
 # Errors of the run's inputs, peers or settings: reported in one line each.
 _STOPPING_ERRORS = (PeerDataError, PeerReplyError, VerticalRunError)
 
-# Run-config keys forwarded to every peer's encoder.
+# Run-config keys forwarded to every peer's embed step: encoder, release, audit.
 ENCODER_KEYS = (
     "encoder", "latent-dim", "hidden-sizes", "activation", "latent-activation",
     "loss", "learning-rate", "epochs", "batch-size", "validation-split",
-    "patience", "supervised-weight", "seed",
+    "patience", "supervised-weight", "decorrelation-weight", "seed",
+    "dp-noise-multiplier", "dp-clip-norm", "dp-delta", "audit", "audit-leak-fraction",
 )
 
 
@@ -127,6 +128,11 @@ def strategy_from_config(config: Mapping[str, object]) -> VerticalEmbedding:
     if label_source not in ("server", "peer"):
         raise VerticalRunError(f"label-source must be 'server' or 'peer', "
                                f"got '{label_source}'")
+    alignment = str(config.get("alignment", "keyed-hash"))
+    if alignment == "psi" and label_source == "server":
+        raise VerticalRunError("alignment 'psi' keeps every ID blinded from the server, "
+                               "so the server cannot hold labels by ID: set "
+                               "label-source='peer' (a peer's file holds the label)")
     return VerticalEmbedding(
         encoder_config=encoder_config,
         server_labels=server_labels(config) if label_source == "server" else None,
@@ -138,6 +144,7 @@ def strategy_from_config(config: Mapping[str, object]) -> VerticalEmbedding:
         min_entities=int(config.get("min-entities", 50)),
         num_peers=int(config.get("num-peers", 0)),
         min_peers=int(config.get("min-peers", 0)),
+        alignment=alignment,
         seed=int(config.get("seed", 42)),
     )
 
@@ -211,6 +218,9 @@ def prediction_from_config(config: Mapping[str, object]) -> VerticalPrediction:
     file with the ``id-column``), else every ID of the label file or built-in
     dataset; the server keys them with the alignment secret, so it needs it.
     """
+    if str(config.get("alignment", "keyed-hash")) != "keyed-hash":
+        raise VerticalRunError("predict mode keys the IDs to score on the server, which "
+                               "needs alignment='keyed-hash'")
     train_run = parse_run_id(config.get("train-run", ""), "run config 'train-run'")
     trained = TrainedFederation.load(training_run_directory(config, train_run), train_run)
     ids = _ids_to_score(config)

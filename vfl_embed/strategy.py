@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from logging import INFO, WARNING
 from typing import TypeVar
 
@@ -19,7 +20,8 @@ from . import protocol
 from .alignment import AlignmentPlan, intersect, locate
 from .downstream import MODELS, DownstreamModel
 from .exchange import exchange, wait_for_nodes
-from .protocol import PeerReplyError
+from .protocol import ALIGNMENT_MODES, PRIVACY_PREFIX, PeerReplyError
+from .psi import ring_sender
 
 __all__ = ["ServerLabels", "VerticalEmbedding", "VerticalResult", "VerticalRunError"]
 
@@ -64,7 +66,9 @@ class VerticalResult:
     the peers in join order with their latent widths; ``latent_mean`` and
     ``latent_cov`` are the moments of the joined training latents (used to
     impute a missing peer's block at prediction). ``test_ids`` are the
-    held-out entities' IDs when the server holds them.
+    held-out entities' IDs when the server holds them. ``privacy`` holds
+    each peer's privacy figures (its audit of the released latents and, for
+    a noised release, its epsilon), apart from its other ``peer_metrics``.
     """
 
     status: str = "running"
@@ -74,6 +78,7 @@ class VerticalResult:
     metrics: dict[str, float] = field(default_factory=dict)
     train_metrics: dict[str, float] = field(default_factory=dict)
     peer_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     peer_rows: dict[str, int] = field(default_factory=dict)
     n_entities: int = 0
     n_train: int = 0
@@ -143,6 +148,13 @@ class VerticalEmbedding(Strategy):
         least ``min_peers`` remain, and the result lists it in
         ``dropped_peers``. The label-holding peer cannot be left out of the
         labels phase. 0 means every peer.
+    alignment : str (default: "keyed-hash")
+        How the peers' IDs are matched: ``"keyed-hash"`` (pseudonyms under a
+        secret the peers share), ``"psi"`` (private set intersection: each
+        peer's blinded IDs go round the ring of peers until every peer's key
+        is on them; needs no shared secret, and no server labels, since the
+        server must not key IDs itself) or ``"plain"`` (unkeyed hashes, for
+        debugging in simulation).
     seed : int (default: 42)
         Seed of the split and the downstream model.
     """
@@ -159,6 +171,7 @@ class VerticalEmbedding(Strategy):
         min_entities: int = 50,
         num_peers: int = 0,
         min_peers: int = 0,
+        alignment: str = "keyed-hash",
         seed: int = 42,
     ) -> None:
         if task not in ("auto", "regression", "classification"):
@@ -174,6 +187,13 @@ class VerticalEmbedding(Strategy):
         if min_peers < 0 or (num_peers and min_peers > num_peers):
             raise ValueError(f"min_peers must be between 0 and num_peers={num_peers}, "
                              f"got {min_peers}")
+        if alignment not in ALIGNMENT_MODES:
+            raise ValueError(f"alignment must be one of {', '.join(ALIGNMENT_MODES)}, "
+                             f"got '{alignment}'")
+        if alignment == "psi" and server_labels is not None:
+            raise ValueError("alignment 'psi' keeps every ID blinded from the server, "
+                             "which then cannot hold labels by ID: use label-source "
+                             "'peer'")
         self.encoder_config = encoder_config or ConfigRecord()
         self.server_labels = server_labels
         self.task = task
@@ -184,6 +204,7 @@ class VerticalEmbedding(Strategy):
         self.min_entities = min_entities
         self.num_peers = num_peers
         self.min_peers = min_peers
+        self.alignment = alignment
         self.seed = seed
         self.result = VerticalResult()
         self._peers: dict[int, str] = {}
@@ -286,15 +307,17 @@ class VerticalEmbedding(Strategy):
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        log(INFO, "VerticalEmbedding: model=%s, task=%s, supervised=%s, "
+        log(INFO, "VerticalEmbedding: model=%s, task=%s, supervised=%s, alignment=%s, "
             "test_fraction=%.2f, min_entities=%d, min_peers=%d, seed=%d", self.model,
-            self.task, self.supervised, self.test_fraction, self.min_entities,
-            self.min_peers, self.seed)
+            self.task, self.supervised, self.alignment, self.test_fraction,
+            self.min_entities, self.min_peers, self.seed)
 
     # -------------------------------------------------------------- phases
     def _align(self, grid: Grid, timeout: float) -> None:
         node_ids = self._wait_for_nodes(grid, timeout)
-        log(INFO, "[align] asking %d peers for keyed pseudonyms", len(node_ids))
+        log(INFO, "[align] asking %d peers for %s", len(node_ids),
+            "their blinded IDs (private set intersection)" if self.alignment == "psi"
+            else "keyed pseudonyms")
         infos = self._exchange(
             grid, [protocol.pseudonyms_request(n, ConfigRecord({})) for n in node_ids],
             lambda node_id, reply: protocol.read_pseudonyms(reply, f"node {node_id}"),
@@ -310,6 +333,8 @@ class VerticalEmbedding(Strategy):
             if info[protocol.HAS_LABEL]:
                 has_label.append((node_id, name))
             log(INFO, "[align] %s: %d rows", name, len(values))
+        if self.alignment == "psi":
+            pseudonyms = self._blind_round_the_ring(grid, pseudonyms, timeout)
         if self.server_labels is not None:
             pseudonyms["server labels"] = self.server_labels.pseudonyms
         plan = intersect(pseudonyms, self.test_fraction, self.seed)
@@ -323,6 +348,32 @@ class VerticalEmbedding(Strategy):
         self._check_entities(plan)
         labels, self._classes = self._collect_labels(grid, has_label, timeout)
         self._set_targets(labels)
+
+    def _blind_round_the_ring(
+        self, grid: Grid, lists: dict[str, np.ndarray], timeout: float
+    ) -> dict[str, np.ndarray]:
+        """Pass every peer's blinded IDs round the ring until all keys are on them.
+
+        In each of the n - 1 rounds every peer blinds one other peer's list
+        (:func:`~vfl_embed.psi.ring_sender` says whose); afterwards the same
+        ID has the same value in every list, and the server intersects those
+        values like pseudonyms. Every peer must answer every round.
+        """
+        ring = sorted(self._peers, key=self._peers.__getitem__)
+        current = {node: lists[self._peers[node]] for node in ring}
+        for round_index in range(1, len(ring)):
+            owner = {node: ring[ring_sender(round_index, i, len(ring))]
+                     for i, node in enumerate(ring)}
+            log(INFO, "[align] PSI round %d of %d: each peer blinds another's IDs",
+                round_index + 1, len(ring))
+            blinded = self._exchange(
+                grid, [protocol.blind_request(node, current[owner[node]],
+                                              self._fingerprints[node]) for node in ring],
+                partial(_read_points, self._peers, {n: len(current[owner[n]]) for n in ring}),
+                "alignment", timeout, droppable=False,
+            )
+            current = {owner[node]: points for node, points in blinded.items()}
+        return {self._peers[node]: values for node, values in current.items()}
 
     def _embed(self, grid: Grid, timeout: float) -> np.ndarray:
         plan = self._require_plan()
@@ -361,7 +412,12 @@ class VerticalEmbedding(Strategy):
             raise PeerReplyError(f"node {node_id}", "is not a peer of this run")
         name = self._peers[node_id]
         latents, metrics = protocol.read_latents(reply, name, len(self._require_plan()))
-        self.result.peer_metrics[name] = metrics
+        privacy = {k.removeprefix(PRIVACY_PREFIX): v for k, v in metrics.items()
+                   if k.startswith(PRIVACY_PREFIX)}
+        self.result.peer_metrics[name] = {k: v for k, v in metrics.items()
+                                          if not k.startswith(PRIVACY_PREFIX)}
+        if privacy:
+            self.result.privacy[name] = privacy
         self.result.bytes_received[name] = int(latents.nbytes)
         log(INFO, "[embed] %s: %d latent dims, reconstruction MAE %.4f, within 5%% "
             "%.1f%%", name, latents.shape[1], metrics.get("reconstruction-mae", np.nan),
@@ -509,6 +565,12 @@ class VerticalEmbedding(Strategy):
         if self._plan is None:
             raise RuntimeError("peers are not aligned yet; call start()")
         return self._plan
+
+
+def _read_points(
+    names: Mapping[int, str], rows: Mapping[int, int], node_id: int, reply: Message
+) -> np.ndarray:
+    return protocol.read_points(reply, names[node_id], rows[node_id])
 
 
 def _projection(latents: np.ndarray, y: np.ndarray, classes: list[str],

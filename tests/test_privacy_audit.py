@@ -1,0 +1,255 @@
+"""Tests of vfl_embed.privacy_audit: inversion of a released latent from leaked rows."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+from vfl_embed import privacy_audit
+from vfl_embed.autoencoder import representation_metrics
+from vfl_embed.data import PeerTable, Preprocessor
+from vfl_embed.datasets import ID_COLUMN, load_dataset, vertical_split
+from vfl_embed.privacy_audit import (
+    HEADLINE_KEYS,
+    MIN_LEAKED_ROWS,
+    ReconstructionAudit,
+    encoding_layout,
+)
+
+FAST = ("ridge", "knn")  # the cheap part of the suite, where the MLP adds nothing
+
+
+@pytest.fixture(scope="module")
+def ames_peer() -> tuple[np.ndarray, Preprocessor]:
+    """The middle of three simulated Ames peers: 25 mixed columns, 2,930 rows."""
+    logging.disable(logging.WARNING)  # constant-column warnings of the preprocessor
+    try:
+        frame = vertical_split(load_dataset("ames"), 3, 1, coverage=1.0)
+        table = PeerTable(frame, ID_COLUMN, "peer-1")
+        preprocessor = Preprocessor(peer="peer-1").fit(table.features)
+    finally:
+        logging.disable(logging.NOTSET)
+    return preprocessor.transform(table.features), preprocessor
+
+
+@pytest.fixture(scope="module")
+def pca_latent(ames_peer) -> tuple[np.ndarray, PCA]:
+    x, _ = ames_peer
+    pca = PCA(16, svd_solver="full").fit(x)
+    return pca.transform(x), pca
+
+
+# ---------------------------------------------------------------- calibration
+def test_pca_latent_is_inverted_from_one_percent(ames_peer, pca_latent):
+    x, preprocessor = ames_peer
+    latents, pca = pca_latent
+    result = ReconstructionAudit(0.01).run(
+        x, latents, **encoding_layout(preprocessor), decoder=pca.inverse_transform)
+    figures = result.to_dict()
+    assert figures["leaked_rows"] == 29 and figures["held_out_rows"] == len(x) - 29
+    # PCA's own linear decoder recovers 0.98 of the numeric variance: the latent
+    # holds the columns. 29 leaked rows get most of it (0.78 to 0.96 over leak
+    # draws; Kitchen_AbvGr is constant in this draw, which caps the mean).
+    assert figures["decoder_r2"] == pytest.approx(0.978, abs=0.01)
+    assert figures["pca_r2"] > 0.85
+    # The latent is the PCA reference (fitted on float32 rather than float64).
+    assert figures["attack_r2"] == pytest.approx(figures["pca_r2"], abs=1e-3)
+    assert figures["raw_r2"] > 0.85
+    assert figures["attack_cat_accuracy"] > figures["majority_cat_accuracy"] + 0.05
+    assert figures["attack_within_5pct"] > figures["attack_rows_within_5pct"]
+
+
+def test_more_leaked_rows_do_not_weaken_the_attack(ames_peer, pca_latent):
+    x, preprocessor = ames_peer
+    latents, _ = pca_latent
+    layout = encoding_layout(preprocessor)
+    small = ReconstructionAudit(0.01, attackers=FAST).run(x, latents, **layout).to_dict()
+    large = ReconstructionAudit(0.10, attackers=FAST).run(x, latents, **layout).to_dict()
+    assert large["leaked_rows"] == 293
+    assert large["attack_r2"] >= small["attack_r2"] - 0.02
+    assert large["attack_r2"] > 0.95
+    assert large["raw_r2"] > 0.99  # the ceiling of the suite
+    assert large["raw_cat_accuracy"] > 0.99
+
+
+def test_a_latent_of_noise_reveals_nothing(ames_peer):
+    x, preprocessor = ames_peer
+    noise = np.random.default_rng(0).normal(size=(len(x), 16))
+    figures = ReconstructionAudit(0.01).run(
+        x, noise, **encoding_layout(preprocessor)).to_dict()
+    assert figures["attack_r2"] < 0.1
+    assert figures["attack_cat_accuracy"] < figures["majority_cat_accuracy"] + 0.03
+    assert figures["pca_r2"] > 0.85  # the references do not depend on the latent
+
+
+def test_a_latent_equal_to_x_is_the_raw_reference(ames_peer):
+    x, preprocessor = ames_peer
+    figures = ReconstructionAudit(0.05, attackers=FAST).run(
+        x, x, **encoding_layout(preprocessor)).to_dict()
+    for figure in ("r2", "within_5pct", "rows_within_5pct", "cat_accuracy"):
+        assert figures[f"attack_{figure}"] == pytest.approx(figures[f"raw_{figure}"])
+    assert figures["attack_r2"] > 0.99
+
+
+# ------------------------------------------------------------------ figures
+def test_figures_are_a_flat_dict_of_finite_floats(ames_peer, pca_latent):
+    x, preprocessor = ames_peer
+    latents, pca = pca_latent
+    rows = np.random.default_rng(1).choice(len(x), 400, replace=False)
+    audit = ReconstructionAudit(0.05, seed=7)
+    result = audit.run(x[rows], latents[rows], **encoding_layout(preprocessor),
+                       decoder=pca.inverse_transform)
+    figures = result.to_dict()
+    assert all(type(v) is float and math.isfinite(v) for v in figures.values())
+    assert all(re.fullmatch(r"[a-z0-9_]+(/.+)?", key) for key in figures)
+    numeric, categorical = preprocessor.numeric_columns_, preprocessor.categorical_columns_
+    assert [k for k in figures if k.startswith("r2/")] == [f"r2/{c}" for c in numeric]
+    assert [k for k in figures if k.startswith("cat_accuracy/")] == [
+        f"cat_accuracy/{c}" for c in categorical]
+    assert sum(v for k, v in figures.items() if k.startswith("attacker_wins/")) == len(
+        numeric) + len(categorical)
+    assert list(result.headline()) == list(HEADLINE_KEYS)
+    assert min(figures[f"r2/{c}"] for c in numeric) >= -1.0
+    # Deterministic: the same figures twice.
+    assert audit.run(x[rows], latents[rows], **encoding_layout(preprocessor),
+                     decoder=pca.inverse_transform).to_dict() == figures
+
+
+def test_categorical_accuracy_against_the_majority_level():
+    rng = np.random.default_rng(3)
+    levels = np.array([0] * 30 + [1] * 6 + [2] * 4)
+    x = np.eye(3)[levels]
+    latents = x * 10 + rng.normal(scale=0.1, size=x.shape)  # the level, well separated
+    names = ["color=red", "color=green", "color=(rare)"]
+    result = ReconstructionAudit(0.5, attackers=FAST).run(x, latents, n_numeric=0,
+                                          categorical_blocks=[slice(0, 3)],
+                                          feature_names=names)
+    figures = result.to_dict()
+    leaked = result.leaked
+    assert leaked.sum() == 20 and set(levels[leaked]) == {0, 1, 2}
+    majority = np.bincount(levels[leaked], minlength=3).argmax()
+    assert figures["majority_cat_accuracy"] == pytest.approx(
+        np.mean(levels[~leaked] == majority))
+    assert figures["attack_cat_accuracy"] == 1.0
+    assert figures["cat_accuracy/color"] == 1.0
+    assert not any(key.endswith("r2") or "within" in key for key in figures)
+
+
+def test_within_tolerance_rule_in_original_units():
+    # Original values 100, 100, 0, 0 repeated, errors 4.9 (in: 5 allowed),
+    # 5.1 (out), 0.49 (in: 0.05 * the scale 10), 0.51 (out).
+    n = 40
+    original = np.tile([100.0, 100.0, 0.0, 0.0], n // 4)
+    error = np.tile([4.9, 5.1, 0.49, 0.51], n // 4)
+    inside = np.tile([True, False, True, False], n // 4)
+    x = ((original - 100.0) / 10.0)[:, None]
+    reconstruction = ((original + error - 100.0) / 10.0)[:, None]
+    latents = np.random.default_rng(0).normal(size=(n, 2))
+
+    def to_original(encoded: np.ndarray) -> np.ndarray:
+        return encoded * 10.0 + 100.0
+
+    result = ReconstructionAudit(0.25, attackers=FAST).run(
+        x, latents, n_numeric=1, numeric_scale=[10.0], numeric_to_original=to_original,
+        feature_names=["price"], decoder=lambda z: reconstruction)
+    figures = result.to_dict()
+    held = result.scored
+    assert (held == ~result.leaked).all()
+    assert figures["decoder_within_5pct"] == pytest.approx(inside[held].mean())
+    assert figures["decoder_rows_within_5pct"] == pytest.approx(inside[held].mean())
+    # The same rule as the peer's representation metrics.
+    metrics = representation_metrics(
+        x[held], reconstruction[held], to_original(x[held]),
+        to_original(reconstruction[held]), np.array([10.0]), [])
+    assert figures["decoder_within_5pct"] == pytest.approx(metrics["within-5pct"])
+    assert "attack_cat_accuracy" not in figures and "majority_cat_accuracy" not in figures
+    assert "r2/price" in figures and "within_5pct/price" in figures
+
+
+def test_small_tables_leak_a_minimum_of_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    result = ReconstructionAudit(0.01, attackers=FAST).run(x, x[:, :2], n_numeric=3)
+    assert result.leaked_rows == MIN_LEAKED_ROWS and result.held_out_rows == 55
+    assert result.numeric_names == ("num_0", "num_1", "num_2")
+
+
+# --------------------------------------------------------------- validation
+@pytest.mark.parametrize(("params", "message"), [
+    ({"leak_fraction": 0.0}, "leak_fraction must be a number in"),
+    ({"leak_fraction": 1.0}, "leak_fraction must be a number in"),
+    ({"leak_fraction": "0.1"}, "leak_fraction must be a number in"),
+    ({"attackers": "ridge"}, "got the string 'ridge'"),
+    ({"attackers": ()}, "attackers must be distinct names"),
+    ({"attackers": ("ridge", "svm")}, "attackers must be distinct names"),
+    ({"attackers": ("knn", "knn")}, "attackers must be distinct names"),
+    ({"seed": 1.5}, "seed must be an integer"),
+    ({"tolerance": 0.0}, "tolerance must be a positive number"),
+    ({"tolerance": float("nan")}, "tolerance must be a positive number"),
+])
+def test_invalid_parameters_are_refused(params, message):
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    with pytest.raises(ValueError, match=message):
+        ReconstructionAudit(**params).run(x, x, n_numeric=3)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"latents": np.zeros((49, 2))}, "x has 50 rows but latents has 49"),
+    ({"x": np.zeros(50)}, "x must be a 2-D matrix"),
+    ({"latents": np.full((50, 2), np.nan)}, "latents has non-finite values"),
+    ({"x": np.zeros((9, 5)), "latents": np.zeros((9, 2))}, "at least 5 leaked and 5 held"),
+    ({"n_numeric": 6}, r"n_numeric must be an integer in \[0, 5\]"),
+    ({"categorical_blocks": [slice(3, 5)]}, "categorical_blocks must tile columns 2..5"),
+    ({"categorical_blocks": [slice(2, 4)], "n_numeric": 1},
+     "categorical_blocks must tile"),
+    ({"categorical_blocks": [slice(2, 4)], "n_numeric": 2}, "cover 4"),
+    ({"numeric_scale": [1.0]}, "numeric_scale must hold 2 finite"),
+    ({"feature_names": ["a", "b"]}, "feature_names must name the 2 numeric"),
+    ({"feature_names": ["a", "a", "c"]}, "feature_names must be distinct"),
+    ({"numeric_to_original": lambda v: v[:, :1]}, "numeric_to_original returned shape"),
+    ({"decoder": lambda z: z}, r"decoder returned shape \(50, 2\)"),
+])
+def test_invalid_inputs_are_refused(change, message):
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(size=(50, 2)), np.eye(3)[rng.integers(0, 3, 50)]]
+    arguments = {"x": x, "latents": rng.normal(size=(50, 2)), "n_numeric": 2,
+                 "categorical_blocks": [slice(2, 5)]} | change
+    with pytest.raises(ValueError, match=message):
+        ReconstructionAudit(0.2, attackers=FAST).run(
+            arguments.pop("x"), arguments.pop("latents"), **arguments)
+
+
+def test_best_refuses_unknown_sources_and_figures():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    result = ReconstructionAudit(0.2, attackers=FAST).run(x, x, n_numeric=3)
+    values, winners = result.best("pca", "r2")
+    assert values.shape == (3,) and set(winners) <= set(FAST)
+    with pytest.raises(ValueError, match="source must be one of"):
+        result.best("decoder")
+    with pytest.raises(ValueError, match="figure must be"):
+        result.best("latent", "mae")
+
+
+def test_caps_on_rows_change_cost_not_results(monkeypatch):
+    rng = np.random.default_rng(2)
+    latents = rng.normal(size=(300, 4))
+    x = np.c_[latents @ rng.normal(size=(4, 3)), np.eye(3)[(latents[:, 0] > 0) * 2]]
+    arguments = {"n_numeric": 3, "categorical_blocks": [slice(3, 6)]}
+    audit = ReconstructionAudit(0.2, attackers=FAST)
+    whole = audit.run(x, latents, **arguments).to_dict()
+    monkeypatch.setattr(privacy_audit, "CHUNK_ROWS", 7)  # distances in blocks
+    assert audit.run(x, latents, **arguments).to_dict() == pytest.approx(whole)
+    monkeypatch.setattr(privacy_audit, "MAX_SCORED_ROWS", 100)
+    sampled = audit.run(x, latents, **arguments)
+    assert sampled.held_out_rows == sampled.scored.sum() == 100
+    assert not (sampled.scored & sampled.leaked).any()
+    assert sampled.to_dict()["attack_r2"] > 0.99
+    monkeypatch.setattr(privacy_audit, "MLP_MAX_ROWS", 20)
+    figures = ReconstructionAudit(0.2, attackers=("mlp",)).run(
+        x, latents, **arguments).to_dict()
+    assert figures["attack_r2"] > 0.5

@@ -1,0 +1,205 @@
+"""A peer's privacy machinery: its secret, its alignment, its release and its audit.
+
+Everything here runs inside the peer. Out of it come pseudonyms or blinded
+group elements, the released latents and the audit's figures; never the
+peer's secret, its raw rows or its IDs.
+
+The peer secret
+    A 32-byte value no other party holds. It keys the peer's private set
+    intersection scalar and the differential-privacy noise of each row, so
+    that both repeat from run to run (the same command gives the same
+    numbers) while the server cannot recompute them. In deployment it is
+    drawn once and kept in ``<state-dir>/<peer>/peer.key`` (mode 0600). In
+    simulation it is derived from the run's demo secret and the peer's name:
+    reproducible, and only as secret as the demo secret (simulation runs
+    everything on one machine anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .alignment import KeyedHashAlignment, PlainAlignment
+from .data import PeerDataError, Preprocessor
+from .latent_dp import GaussianLatentRelease
+from .privacy_audit import ReconstructionAudit, encoding_layout
+from .protocol import ALIGNMENT_MODES
+from .psi import PsiAlignment, PsiKey
+
+__all__ = ["LatentRelease", "audit_figures", "make_alignment",
+           "peer_secret"]
+
+SECRET_FILE = "peer.key"
+SECRET_BYTES = 32
+
+
+def peer_secret(
+    name: str, *, state_dir: Path | None, simulated_secret: str = ""
+) -> bytes:
+    """Return the peer's own secret (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The peer's name.
+    state_dir : Path | None
+        The peer's state directory (deployment); the secret is kept there.
+    simulated_secret : str (default: "")
+        In simulation, the run's demo secret the peer's secret derives from.
+    """
+    if simulated_secret:
+        return hmac.new(simulated_secret.encode(), f"peer-secret:{name}".encode(),
+                        hashlib.sha256).digest()
+    if state_dir is None:
+        raise PeerDataError(f"{name}: keeps no secret without a state-dir")
+    path = Path(state_dir).expanduser() / name / SECRET_FILE
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(os.urandom(SECRET_BYTES))
+        secret = path.read_bytes()
+    except OSError as err:
+        raise PeerDataError(
+            f"{name}: cannot keep its secret in '{path}' "
+            f"({err.strerror or type(err).__name__}); set the node config 'state-dir' "
+            "to a directory this SuperNode can write") from err
+    if len(secret) != SECRET_BYTES:
+        raise PeerDataError(f"{name}: its secret file '{path}' is damaged; delete it "
+                            "(later runs then align and add noise differently)")
+    return secret
+
+
+def make_alignment(
+    mode: str, name: str, *, shared_secret: str, secret: Callable[[], bytes], seed: int,
+    simulated: bool,
+) -> KeyedHashAlignment | PsiAlignment | PlainAlignment:
+    """Return the alignment the run config's ``alignment`` asks for.
+
+    ``keyed-hash`` needs the secret the peers share; ``psi`` needs none (its
+    scalar derives from the peer's own secret, which ``secret`` returns, and
+    the run's seed); ``plain``
+    lets anyone who can guess IDs read them and is refused outside simulation.
+    """
+    if mode == "keyed-hash":
+        if not shared_secret:
+            raise PeerDataError(f"{name}: keyed-hash alignment needs the secret the "
+                                "peers share, and it is empty")
+        return KeyedHashAlignment(shared_secret)
+    if mode == "psi":
+        return PsiAlignment(PsiKey.derive(secret(), f"psi:{seed}".encode()))
+    if mode == "plain":
+        if not simulated:
+            raise PeerDataError(f"{name}: alignment 'plain' shows the server every ID "
+                                "it can guess; it is only allowed in simulation")
+        return PlainAlignment()
+    raise PeerDataError(f"{name}: unknown alignment '{mode}'; use one of "
+                        f"{', '.join(ALIGNMENT_MODES)}")
+
+
+class LatentRelease:
+    """Differential privacy on the latents a peer releases, with per-row keyed noise.
+
+    Each row's noise is drawn from a generator keyed by the peer secret, the
+    training run, the row's ID and its latent, so the server cannot
+    recompute it. Releasing an unchanged row again with the same training
+    run's encoder (a later prediction run) repeats the same values and adds
+    no privacy loss; a changed row, or another training run, gets
+    independent noise, and the releases compose.
+
+    Parameters
+    ----------
+    settings : Mapping[str, object]
+        ``dp-noise-multiplier`` (0 disables the release's noise and clipping),
+        ``dp-clip-norm`` and ``dp-delta``.
+    secret : Callable[[], bytes] | None
+        Returns the peer's secret; called only when the release adds noise,
+        which a peer without a secret (None) refuses.
+    train_run : int
+        The Flower run ID of the training run whose encoder made the latents.
+    """
+
+    def __init__(
+        self, settings: Mapping[str, object], secret: Callable[[], bytes] | None,
+        train_run: int,
+    ) -> None:
+        self.noise_multiplier = float(settings.get("dp-noise-multiplier", 0.0))
+        self.clip_norm = float(settings.get("dp-clip-norm", 1.0))
+        self.delta = float(settings.get("dp-delta", 1e-5))
+        self._secret = secret
+        self._train_run = train_run
+
+    @property
+    def enabled(self) -> bool:
+        """True when the latents are clipped and noised."""
+        return self.noise_multiplier > 0
+
+    def settings(self) -> dict[str, float]:
+        """Return the settings a peer keeps for prediction runs; empty without noise."""
+        if not self.enabled:
+            return {}
+        return {"dp-noise-multiplier": self.noise_multiplier,
+                "dp-clip-norm": self.clip_norm, "dp-delta": self.delta}
+
+    def apply(self, latents: np.ndarray, ids: Sequence[str], name: str) -> tuple[
+            np.ndarray, dict[str, float]]:
+        """Return the released latents of the rows with ``ids``, and their DP figures."""
+        if not self.enabled:
+            return latents, {}
+        if self._secret is None:
+            raise PeerDataError(f"{name}: has no secret to key its noise with")
+        try:
+            mechanism = GaussianLatentRelease(self.clip_norm, self.noise_multiplier,
+                                              self.delta)
+        except ValueError as err:
+            raise PeerDataError(f"{name}: {err}") from err
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        released = mechanism.release(latents, noise=self._noise(ids, latents,
+                                                                 mechanism.sigma))
+        statement = mechanism.statement()
+        return released, {
+            "dp_epsilon": float(statement["epsilon"]),
+            "dp_delta": self.delta,
+            "dp_noise_multiplier": self.noise_multiplier,
+            "dp_clip_norm": self.clip_norm,
+            "dp_clipped_share": float(statement["clipped_share"]),
+        }
+
+    def _noise(self, ids: Sequence[str], latents: np.ndarray, sigma: float) -> np.ndarray:
+        # Keyed also by the latent itself: a row whose values changed since
+        # an earlier release gets fresh noise, so the difference of the two
+        # releases does not cancel the noise out.
+        secret, noise = self._secret(), np.empty(latents.shape)
+        for row, entity in enumerate(ids):
+            label = f"dp-noise:{self._train_run}:{entity}:".encode("utf-8", "surrogatepass")
+            key = hmac.new(secret, label + latents[row].tobytes(), hashlib.sha256).digest()
+            noise[row] = np.random.default_rng(
+                int.from_bytes(key, "little")).normal(0.0, sigma, latents.shape[1])
+        return noise
+
+
+def audit_figures(
+    x: np.ndarray, latents: np.ndarray, preprocessor: Preprocessor, decoder: object,
+    settings: Mapping[str, object], seed: int, name: str,
+) -> dict[str, float]:
+    """Run the reconstruction-attack audit on released latents; return its figures.
+
+    ``audit = false`` skips it (no figures).
+    """
+    if not bool(settings.get("audit", True)):
+        return {}
+    try:
+        audit = ReconstructionAudit(
+            leak_fraction=float(settings.get("audit-leak-fraction", 0.01)), seed=seed)
+        result = audit.run(x, latents, **encoding_layout(preprocessor),
+                           decoder=getattr(decoder, "decode", None))
+    except ValueError as err:
+        raise PeerDataError(f"{name}: privacy audit: {err}") from err
+    return result.to_dict()
