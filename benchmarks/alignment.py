@@ -52,7 +52,7 @@ def align(mode: str, id_lists: list[list[str]], workers: int) -> dict:
     """Run one mode's whole alignment; return its timings, counts and plan."""
     names = [f"peer-{i}" for i in range(len(id_lists))]
     total = sum(len(ids) for ids in id_lists)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if mode == "psi":
         keys = [PsiKey.derive(f"benchmark secret of {name}", b"benchmark") for name in names]
         ring = reference_protocol(id_lists, keys, workers=workers,
@@ -75,7 +75,8 @@ def align(mode: str, id_lists: list[list[str]], workers: int) -> dict:
     return {"mode": mode, "peers": len(id_lists), "ids_per_peer": len(id_lists[0]),
             "load_average_after": round(os.getloadavg()[0], 2),
             "pseudonymize_s": pseudonymize, "ring_s": ring_seconds,
-            "intersect_s": done - before, "total_s": done - started, **counts,
+            "intersect_s": done - before, "total_s": done - started,
+            "cpu_s": time.process_time() - cpu_started, **counts,
             "rounds": len(id_lists) if mode == "psi" else 1,
             "intersection": len(plan), "plan": plan}
 
@@ -176,23 +177,24 @@ def markdown(report: dict) -> str:
                  "all threads (unaffected by other load on the machine).", ""]
     lines += [
         "## Whole alignment", "",
-        "| mode | peers x IDs | pseudonyms s | ring s | intersect s | total s | hashes | "
-        "blindings | MB peers->server | MB server->peers | rounds | aligned | "
+        "| mode | peers x IDs | pseudonyms s | ring s | intersect s | total s | CPU s | "
+        "hashes | blindings | MB peers->server | MB server->peers | rounds | aligned | "
         "same rows | load |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in report["runs"]:
         lines.append(
             f"| {r['mode']} | {r['peers']} x {r['ids_per_peer']:,} | "
             f"{r['pseudonymize_s']:.1f} | {r['ring_s']:.1f} | {r['intersect_s']:.1f} | "
-            f"{r['total_s']:.1f} | {r['hashes']:,} | {r['blindings']:,} | "
+            f"{r['total_s']:.1f} | {r['cpu_s']:.1f} | {r['hashes']:,} | {r['blindings']:,} | "
             f"{r['bytes_to_server'] / 1e6:.1f} | {r['bytes_to_peers'] / 1e6:.1f} | "
             f"{r['rounds']} | {r['intersection']:,} | "
             f"{ {True: 'yes', False: 'NO', None: 'n/a'}[r['same_rows_as_keyed_hash']]} | "
             f"{r['load_average_after']:.1f} |")
     lines += ["", "*pseudonyms*: every peer's first message (for PSI: hash and blind its "
               "own IDs); *ring*: PSI's later rounds; *same rows*: every peer's aligned "
-              "rows equal keyed-hash's; *load*: the machine's 1-minute load average "
+              "rows equal keyed-hash's; *CPU s*: the process's CPU time, all threads; "
+              "*load*: the machine's 1-minute load average "
               f"after the run (about {report['machine']['usable_cpus']} when this "
               "benchmark alone keeps every CPU busy).", ""]
     return "\n".join(lines)

@@ -35,6 +35,7 @@ SETTINGS = {
     "latent 8, noise z=0.1": {"latent-dim": 8, "dp-noise-multiplier": 0.1},
     "latent 8, noise z=0.3": {"latent-dim": 8, "dp-noise-multiplier": 0.3},
     "latent 8, noise z=1": {"latent-dim": 8, "dp-noise-multiplier": 1.0},
+    "latent 4, noise z=0.3": {"latent-dim": 4, "dp-noise-multiplier": 0.3},
 }
 
 

@@ -19,8 +19,9 @@ settings.register_profile("long", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("VFL_FUZZ", "ci"))
 
-# Small but real settings: few epochs keep an end-to-end run near 30 s.
-FAST = {"epochs": 15, "patience": 5, "batch-size": 128}
+# Small but real settings: few epochs keep an end-to-end run near 30 s. The
+# privacy audit (about 2 s per peer) runs where a test asks for it.
+FAST = {"epochs": 15, "patience": 5, "batch-size": 128, "audit": False}
 
 
 @pytest.fixture(scope="session")

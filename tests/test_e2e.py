@@ -113,7 +113,8 @@ def test_psi_run_joins_like_keyed_hash_and_leaks_nothing(run_app, tmp_path):
     common = {"dataset": "digits", "model": "logistic", "latent-dim": 8,
               "label-source": "peer"}
     log_dir = tmp_path / "log-psi"
-    run = run_app(3, **common, alignment="psi", **{"message-log-dir": str(log_dir)})
+    run = run_app(3, **common, alignment="psi", audit=True,
+                  **{"message-log-dir": str(log_dir)})
     assert run.returncode == 0, run.output[-3000:]
     assert "[align] PSI round 3 of 3" in run.output
     assert run.report["alignment"] == "psi"
@@ -132,7 +133,7 @@ def test_psi_run_joins_like_keyed_hash_and_leaks_nothing(run_app, tmp_path):
     for peer, ids in aligned.items():
         assert sorted(ids) == sorted(peer_ids[peer][keyed.positions[peer]])
         np.testing.assert_array_equal(ids, aligned["peer-0"])
-    # Every peer audited its latents; a 8-dim latent is harder to invert than PCA.
+    # Every peer audited its latents: an 8-dim latent is harder to invert than the raw columns.
     privacy = run.report["privacy"]
     assert sorted(privacy) == ["peer-0", "peer-1", "peer-2"]
     assert all(f["attack_r2"] < f["raw_r2"] for f in privacy.values())

@@ -57,6 +57,7 @@ def config(paths: list[str], **overrides) -> dict:
         "data-paths": ";".join(paths), "id-column": "id", "target": "y",
         "label-source": "peer", "encoder": "none", "alignment-secret": "s",
         "test-fraction": 0.25, "timeout": 5.0, "seed": 42, "min-entities": 50,
+        "audit": False,
     } | overrides
 
 

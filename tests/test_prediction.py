@@ -45,7 +45,7 @@ def train(base):
     config = {
         "dataset": "digits", "model": "xgboost", "latent-dim": 6, "epochs": 4,
         "patience": 2, "peer-coverage": 0.9, "alignment-secret": "s", "seed": 42,
-        "test-fraction": 0.2, "results-dir": str(base / "results"),
+        "test-fraction": 0.2, "results-dir": str(base / "results"), "audit": False,
     }
     result = strategy_from_config(config).start(
         InProcessGrid(client_app, config, 3), timeout=5)

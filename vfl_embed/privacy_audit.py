@@ -7,15 +7,14 @@ only the figures of :meth:`AuditResult.to_dict` leave it. See PRIVACY.md
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from logging import DEBUG
 from numbers import Integral, Real
 
 import numpy as np
-from flwr.common.logger import log
 
 __all__ = [
     "ATTACKERS",
@@ -33,6 +32,10 @@ SOURCES = ("latent", "pca", "raw")
 PREFIXES = {"latent": "attack", "pca": "pca", "raw": "raw", "decoder": "decoder"}
 # The figures a chart or a one-line summary shows: mean numeric R^2 of the
 # attack and of its references (see AuditResult.headline).
+# Flower's logger by name: the report and charts import this module, and
+# must not pull the flwr package in (``import vfl_embed`` stays light).
+_LOG = logging.getLogger("flwr")
+
 HEADLINE_KEYS = ("attack_r2", "pca_r2", "raw_r2", "decoder_r2")
 # Fewer leaked rows than this cannot tune an attacker: the audit leaks this many.
 MIN_LEAKED_ROWS = 5
@@ -439,8 +442,8 @@ class ReconstructionAudit:
             scored=held,
             seconds=time.perf_counter() - started,
         )
-        log(DEBUG, "privacy audit: %d leaked rows, %d held out, %.2f s; %s",
-            n_leaked, result.held_out_rows, result.seconds, chosen)
+        _LOG.debug("privacy audit: %d leaked rows, %d held out, %.2f s; %s",
+                   n_leaked, result.held_out_rows, result.seconds, chosen)
         return result
 
     def _check_params(self) -> tuple[str, ...]:
