@@ -25,19 +25,32 @@ app = ClientApp(mods=[message_log_mod])
 Handler = Callable[[Message, Peer, Context], Message]
 
 
-def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
-    """Build the peer for the message; turn every error into an error reply.
+def _context_peer(context: Context) -> Peer:
+    return peer_from_context(context.node_config, context.run_config)
+
+
+def peer_handler(
+    handler: Handler, build_peer: Callable[[Context], Peer] = _context_peer
+) -> Callable[[Message, Context], Message]:
+    """Give ``handler`` the node's peer; turn every error into an error reply.
 
     An input error's message is written to be sent (it names files, columns
     and lines, never values). Any other exception's text may quote the
     peer's data, so the server only learns its type; the peer logs it all.
+
+    Parameters
+    ----------
+    handler : Callable[[Message, Peer, Context], Message]
+        The message handler proper.
+    build_peer : Callable[[Context], Peer] (default: from the node and run config)
+        Builds the peer for each message; another app may cache it (the
+        split-learning benchmark's peers answer hundreds of messages).
     """
 
     @wraps(handler)
     def wrapped(message: Message, context: Context) -> Message:
         try:
-            peer = peer_from_context(context.node_config, context.run_config)
-            return handler(message, peer, context)
+            return handler(message, build_peer(context), context)
         except PeerDataError as err:
             return Message(Error(protocol.PEER_INPUT_ERROR, str(err)),
                            reply_to=message)
@@ -53,7 +66,7 @@ def _as_peer_handler(handler: Handler) -> Callable[[Message, Context], Message]:
 
 
 @app.query("pseudonyms")
-@_as_peer_handler
+@peer_handler
 def pseudonyms(message: Message, peer: Peer, context: Context) -> Message:
     """Send the keyed pseudonyms of the peer's IDs."""
     return protocol.pseudonyms_reply(
@@ -62,7 +75,7 @@ def pseudonyms(message: Message, peer: Peer, context: Context) -> Message:
 
 
 @app.query("blind")
-@_as_peer_handler
+@peer_handler
 def blind(message: Message, peer: Peer, context: Context) -> Message:
     """Blind another peer's group elements with this peer's key (PSI alignment)."""
     _checked_config(message, peer)
@@ -70,7 +83,7 @@ def blind(message: Message, peer: Peer, context: Context) -> Message:
 
 
 @app.query("labels")
-@_as_peer_handler
+@peer_handler
 def labels(message: Message, peer: Peer, context: Context) -> Message:
     """Send the labels of the aligned rows (label-holding peer only)."""
     positions, _, _ = protocol.read_plan(message)
@@ -79,7 +92,7 @@ def labels(message: Message, peer: Peer, context: Context) -> Message:
 
 
 @app.train("embed")
-@_as_peer_handler
+@peer_handler
 def embed(message: Message, peer: Peer, context: Context) -> Message:
     """Fit the encoder on the training rows and send the latents of all rows.
 
@@ -94,7 +107,7 @@ def embed(message: Message, peer: Peer, context: Context) -> Message:
 
 
 @app.query("encode")
-@_as_peer_handler
+@peer_handler
 def encode(message: Message, peer: Peer, context: Context) -> Message:
     """Encode the requested rows with the frozen encoder of a training run."""
     config = _checked_config(message, peer)
