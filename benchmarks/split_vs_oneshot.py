@@ -146,7 +146,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _config_pairs(pairs: list[str]) -> dict:
+def config_pairs(pairs: list[str]) -> dict:
     """Parse ``KEY=VALUE`` pairs: TOML values (``epochs=20``), else text (``model=mlp``)."""
     config = {}
     for pair in pairs:
@@ -184,8 +184,8 @@ def main() -> None:
                  "target": args.target}
     else:
         data["dataset"] = args.dataset
-    split_config = data | _config_pairs(args.split_config)
-    oneshot_config = data | {"audit": False} | _config_pairs(args.oneshot_config)
+    split_config = data | config_pairs(args.split_config)
+    oneshot_config = data | {"audit": False} | config_pairs(args.oneshot_config)
     oneshot_config.pop("dataset", None)  # simulate's own argument
 
     print(f"[bench] split learning on {name}, {args.peers} peers ...", flush=True)
