@@ -78,7 +78,7 @@ def pseudonyms(message: Message, peer: Peer, context: Context) -> Message:
 @peer_handler
 def blind(message: Message, peer: Peer, context: Context) -> Message:
     """Blind another peer's group elements with this peer's key (PSI alignment)."""
-    _checked_config(message, peer)
+    checked_config(message, peer)
     return protocol.blind_reply(message, peer.blind(protocol.read_points_request(message)))
 
 
@@ -98,7 +98,7 @@ def embed(message: Message, peer: Peer, context: Context) -> Message:
 
     The fitted preprocessing and encoder are kept under this run's ID.
     """
-    config = _checked_config(message, peer)
+    config = checked_config(message, peer)
     positions, is_test, targets = protocol.read_plan(message)
     if is_test is None:
         raise PeerDataError(f"{peer.name}: the embed request lacks its train/test plan")
@@ -110,15 +110,19 @@ def embed(message: Message, peer: Peer, context: Context) -> Message:
 @peer_handler
 def encode(message: Message, peer: Peer, context: Context) -> Message:
     """Encode the requested rows with the frozen encoder of a training run."""
-    config = _checked_config(message, peer)
+    config = checked_config(message, peer)
     train_run = parse_run_id(config.get(protocol.TRAIN_RUN, ""), peer.name)
     positions, _, _ = protocol.read_plan(message)
     latents, metrics = peer.encode(positions, train_run)
     return protocol.latents_reply(message, latents, metrics)
 
 
-def _checked_config(message: Message, peer: Peer) -> dict:
-    """Return the request's config once its fingerprint matches the peer's table."""
+def checked_config(message: Message, peer: Peer) -> dict:
+    """Return the request's config once its fingerprint matches the peer's table.
+
+    Raises :class:`~vfl_embed.data.PeerDataError` (an input error the server
+    may see) when the peer's table changed since alignment.
+    """
     config = dict(message.content[protocol.CONFIG])
     if config.get(protocol.FINGERPRINT) != protocol.fingerprint(peer.pseudonyms()):
         raise PeerDataError(

@@ -144,7 +144,7 @@ class Peer:
         saved for :meth:`encode`.
         """
         started = time.perf_counter()
-        frame = self._select(positions, self.table.features)
+        frame = self.features(positions)
         train = ~is_test
         preprocessor = Preprocessor(peer=self.name, source=self.table.source).fit(
             frame[train])
@@ -205,10 +205,14 @@ class Peer:
             raise PeerDataError(f"{self.name}: keeps no encoder state (no state-dir)")
         state = PeerState.load(self.state_dir, self.name, train_run, self.table.source)
         latents, _ = LatentRelease(state.release, self._secret, train_run).apply(
-            state.transform(self._select(positions, self.table.features)),
+            state.transform(self.features(positions)),
             self.table.ids[positions], self.name)
         return latents, {"rows": float(len(latents)),
                          "encode-seconds": time.perf_counter() - started}
+
+    def features(self, positions: np.ndarray) -> pd.DataFrame:
+        """Return the feature rows at ``positions`` (validated server positions)."""
+        return self._select(positions, self.table.features)
 
     def _select(self, positions: np.ndarray, values: pd.DataFrame | pd.Series):  # noqa: ANN202
         if positions.ndim != 1 or (len(positions) and (

@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 
 from vfl_embed import client_app as vfl_client
 from vfl_embed import protocol
-from vfl_embed.client_app import peer_handler
+from vfl_embed.client_app import checked_config, peer_handler
 from vfl_embed.data import PeerDataError, Preprocessor
 from vfl_embed.peer import Peer, peer_from_context
 
@@ -78,18 +78,15 @@ app.query("labels")(_as_peer_handler(vfl_client.labels.__wrapped__))
 @_as_peer_handler
 def setup(message: Message, peer: Peer, context: Context) -> Message:
     """Fit the preprocessing on the training rows; initialize the bottom model."""
-    config = dict(message.content[wire.CONFIG])
-    if config.get(wire.FINGERPRINT) != protocol.fingerprint(peer.pseudonyms()):
-        raise PeerDataError(f"{peer.name}: the data changed since alignment")
-    plan = message.content[wire.PLAN]
-    positions = plan[wire.POSITIONS].numpy()
-    if positions.ndim != 1 or len(positions) == 0 or positions.min() < 0 \
-            or positions.max() >= len(peer.table):
-        raise PeerDataError(f"{peer.name}: the server sent row positions out of range")
-    if plan[wire.IS_TEST].numpy().shape != positions.shape:
+    config = checked_config(message, peer)
+    positions, is_test, _ = protocol.read_plan(message)
+    if len(positions) == 0:
+        raise PeerDataError(f"{peer.name}: the server sent no rows")
+    peer.features(positions)  # checks the positions against the peer's table
+    if is_test.shape != positions.shape:
         raise PeerDataError(f"{peer.name}: the train/test flags do not match the rows")
     context.state[_PLAN] = ArrayRecord({wire.POSITIONS: wire.array(positions),
-                                        wire.IS_TEST: plan[wire.IS_TEST]})
+                                        wire.IS_TEST: wire.array(is_test.astype(np.uint8))})
     context.state[_CONFIG] = ConfigRecord(config)
     session = _build_session(peer, context)
     _save(session.bottom, context)
@@ -152,7 +149,7 @@ def _build_session(peer: Peer, context: Context) -> _Session:
     plan, config = context.state[_PLAN], context.state[_CONFIG]
     positions = plan[wire.POSITIONS].numpy()
     train = plan[wire.IS_TEST].numpy() == 0
-    frame = peer.table.features.iloc[positions].reset_index(drop=True)
+    frame = peer.features(positions)
     preprocessor = Preprocessor(peer=peer.name, source=peer.table.source).fit(frame[train])
     x = preprocessor.transform(frame)
     model = build_mlp(x.shape[1], parse_sizes(config["bottom-hidden-sizes"]),

@@ -160,7 +160,7 @@ class SplitLearning:
         tf.config.experimental.enable_op_determinism()
         settings = {k: self.config[k] for k in wire.BOTTOM_KEYS if k in self.config}
         messages = [wire.setup_request(n, self.positions[n], self.is_test,
-                                       settings | {wire.FINGERPRINT: self.fingerprints[n]})
+                                       settings | {protocol.FINGERPRINT: self.fingerprints[n]})
                     for n in self.names]
         replies = self._exchange(messages, self._read_metrics, "setup")
         for node, metrics in replies.items():

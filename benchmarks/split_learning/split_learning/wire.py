@@ -36,14 +36,21 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import message_to_proto
 
-from vfl_embed.protocol import PeerReplyError, check_reply
+# The setup plan and its config use vfl_embed's record keys (its fingerprint
+# and reader, ``vfl_embed.protocol.read_plan``), as ``train.embed`` does.
+from vfl_embed.protocol import (
+    CONFIG,
+    IS_TEST,
+    PLAN,
+    POSITIONS,
+    PeerReplyError,
+    check_reply,
+)
 
 TRAIN_SETUP = "train.setup"
 QUERY_FORWARD = "query.forward"
 TRAIN_BACKWARD = "train.backward"
 
-PLAN, POSITIONS, IS_TEST = "plan", "positions", "is-test"
-CONFIG, FINGERPRINT = "config", "fingerprint"
 BATCH, ROWS, GRADIENTS = "batch", "rows", "gradients"
 ACTIVATIONS, METRICS, STEP = "activations", "metrics", "step"
 SAVE_CHECKPOINT, KEEP_CHECKPOINT, LOAD_CHECKPOINT = (
