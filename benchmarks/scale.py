@@ -88,7 +88,8 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def run_shape(shape: tuple[int, int, int], config: dict, out: Path) -> dict:
+def run_shape(shape: tuple[int, int, int], config: dict, out: Path,
+              cpus_per_peer: int | None = 1) -> dict:
     """Write the synthetic table of ``shape`` and run the app on it; return one row."""
     peers, entities, columns = shape
     table = SyntheticVerticalTable(peers, entities, columns_per_peer=columns)
@@ -101,7 +102,7 @@ def run_shape(shape: tuple[int, int, int], config: dict, out: Path) -> dict:
         run_config = {"dataset": "", "data-paths": ";".join(map(str, paths)),
                       "label-source": "peer", "target": "target", "audit": False}
         with PeakMemory() as memory:
-            result = run_oneshot("", peers, run_config | config, out / "runs")
+            result = run_oneshot("", peers, run_config | config, out / "runs", cpus_per_peer)
     report = json.loads(Path(result["report"]).read_text())
     row = {
         "shape": f"{peers}x{entities}x{columns}", "peers": peers, "entities": entities,
@@ -144,15 +145,20 @@ def main() -> None:
                         help="PEERSxENTITIESxCOLUMNS (repeatable; default 3x100000x20)")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="run-config override for every run (repeatable)")
+    parser.add_argument("--cpus-per-peer", type=int, default=1,
+                        help="cores Flower's simulation reserves per peer (default 1: "
+                             "peers work side by side, as on their own hosts)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = config_pairs(args.config)
-    rows = [run_shape(shape, config, args.out) for shape in args.shape or [(3, 100_000, 20)]]
+    rows = [run_shape(shape, config, args.out, args.cpus_per_peer)
+            for shape in args.shape or [(3, 100_000, 20)]]
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform()}
     (args.out / "scale.json").write_text(json.dumps(
-        {"machine": machine, "config": config, "rows": rows}, indent=2))
+        {"machine": machine, "config": config, "cpus_per_peer": args.cpus_per_peer,
+         "rows": rows}, indent=2))
     (args.out / "scale.md").write_text(markdown(rows, machine))
     print(f"[scale] written to {args.out}")
 

@@ -48,10 +48,10 @@ SPLIT_APP = Path(__file__).resolve().parent / "split_learning"
 MB = 1e6
 
 
-def run_split(peers: int, config: dict, out: Path) -> dict:
+def run_split(peers: int, config: dict, out: Path, cpus_per_peer: int | None = None) -> dict:
     """Run the split-learning app; return its report with the wall time of ``flwr run``."""
     started = time.perf_counter()
-    with LocalFederation(app_dir=SPLIT_APP) as federation:
+    with LocalFederation(app_dir=SPLIT_APP, cpus_per_peer=cpus_per_peer) as federation:
         run = federation.run(config | {"num-peers": peers, "results-dir": str(out)},
                              num_peers=peers, timeout=7200)
     seconds = time.perf_counter() - started
@@ -74,11 +74,12 @@ def run_split(peers: int, config: dict, out: Path) -> dict:
     }
 
 
-def run_oneshot(dataset: str, peers: int, config: dict, out: Path) -> dict:
+def run_oneshot(dataset: str, peers: int, config: dict, out: Path,
+                cpus_per_peer: int | None = None) -> dict:
     """Run ``vfl_embed.simulate``; return its report with bytes from the peers' message log."""
     with tempfile.TemporaryDirectory(prefix="vfl-message-log-") as log_dir:
         started = time.perf_counter()
-        report = simulate(dataset, peers, results_dir=out,
+        report = simulate(dataset, peers, results_dir=out, cpus_per_peer=cpus_per_peer,
                           config=config | {"num-peers": peers, "message-log-dir": log_dir})
         seconds = time.perf_counter() - started
         received = read_message_log(log_dir, "received")
@@ -174,14 +175,19 @@ def main() -> None:
                         help="'peer': the peer file holding --target sends the labels")
     parser.add_argument("--split-config", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--oneshot-config", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--cpus-per-peer", type=int, default=1,
+                        help="cores Flower's simulation reserves per peer (default 1: "
+                             "peers work side by side, as on their own hosts)")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
     out = Path(args.out).expanduser().resolve()
     name = args.name or ("custom" if args.data_paths else args.dataset)
     data = {"seed": args.seed, "label-source": args.label_source}
     if args.data_paths:
-        data |= {"data-paths": args.data_paths, "label-path": args.label_path,
-                 "target": args.target}
+        # Absolute: the peers and the server do not run in this directory.
+        paths = [str(Path(p.strip()).resolve()) for p in args.data_paths.split(";")]
+        data |= {"data-paths": ";".join(paths), "target": args.target,
+                 "label-path": str(Path(args.label_path).resolve()) if args.label_path else ""}
     else:
         data["dataset"] = args.dataset
     split_config = data | config_pairs(args.split_config)
@@ -189,17 +195,19 @@ def main() -> None:
     oneshot_config.pop("dataset", None)  # simulate's own argument
 
     print(f"[bench] split learning on {name}, {args.peers} peers ...", flush=True)
-    split = run_split(args.peers, split_config, out / "runs")
+    split = run_split(args.peers, split_config, out / "runs", args.cpus_per_peer)
     print(f"[bench] split learning: {split['metrics']} in {split['wall_seconds']:.0f} s, "
           f"{split['rounds']} rounds", flush=True)
     print(f"[bench] one-shot latents on {name}, {args.peers} peers ...", flush=True)
-    oneshot = run_oneshot(args.dataset, args.peers, oneshot_config, out / "runs")
+    oneshot = run_oneshot(args.dataset, args.peers, oneshot_config, out / "runs",
+                          args.cpus_per_peer)
     print(f"[bench] one-shot: {oneshot['metrics']} in {oneshot['wall_seconds']:.0f} s, "
           f"{oneshot['rounds']} rounds", flush=True)
 
     result = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "name": name,
-        "peers": args.peers, "split": split, "oneshot": oneshot,
+        "peers": args.peers, "cpus_per_peer": args.cpus_per_peer,
+        "split": split, "oneshot": oneshot,
         "split_config": split_config, "oneshot_config": oneshot_config,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},

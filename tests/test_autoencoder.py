@@ -118,6 +118,18 @@ def test_early_stopping_uses_the_validation_split(low_rank) -> None:
     assert 2 <= model.epochs_run_ < 40
 
 
+@pytest.mark.parametrize(("max_steps", "epochs_run"), [
+    (35, 5),    # 400 rows at batch 64 are 7 steps per epoch: 35 steps, 5 epochs
+    (36, 5),    # whole epochs only, rounded down
+    (3, 1),     # at least one epoch, even when one epoch is over the budget
+    (10**6, 12),
+])
+def test_the_step_budget_caps_the_epochs(low_rank, max_steps: int, epochs_run: int) -> None:
+    model = Autoencoder(latent_dim=2, hidden_sizes=(8,), epochs=12, max_steps=max_steps,
+                        validation_split=0.0, batch_size=64).fit(low_rank[0])
+    assert model.epochs_run_ == epochs_run
+
+
 def test_supervised_regression_head(low_rank) -> None:
     x, factors = low_rank
     y = factors[:, 0]
@@ -150,6 +162,8 @@ def test_supervised_classification_head(low_rank) -> None:
         ({"validation_split": 1.0}, "validation_split must be in"),
         ({"validation_split": -0.1}, "validation_split must be in"),
         ({"task": "regression"}, "one target per row"),
+        ({"max_steps": 0}, "max_steps and batch_size must be positive"),
+        ({"epochs": 0}, "max_steps and batch_size must be positive"),
         ({"decorrelation_weight": -0.5}, "decorrelation_weight must be"),
         ({"decorrelation_weight": float("nan")}, "decorrelation_weight must be"),
     ],

@@ -14,12 +14,17 @@ pytestmark = pytest.mark.slow
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def test_scale_benchmark_reports_a_real_run(tmp_path):
+def run_benchmark(script: str, out: Path) -> None:
+    """Run ``script`` on a 2x1500x6 synthetic table with small settings."""
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "scale.py"), "--shape", "2x1500x6",
-         "--config", "epochs=20", "--config", "latent-dim=4", "--out", str(tmp_path)],
+        [sys.executable, str(BENCHMARKS / script), "--shape", "2x1500x6",
+         "--config", "epochs=20", "--config", "latent-dim=4", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_scale_benchmark_reports_a_real_run(tmp_path):
+    run_benchmark("scale.py", tmp_path)
     [row] = json.loads((tmp_path / "scale.json").read_text())["rows"]
     table = SyntheticVerticalTable(2, 1500, columns_per_peer=6)
     ids = [set(table.peer_frame(p)["id"]) for p in range(2)]
@@ -32,3 +37,14 @@ def test_scale_benchmark_reports_a_real_run(tmp_path):
     assert row["peak_rss_bytes"] > 100 * 2**20  # a TensorFlow process was seen
     assert np.isfinite(row["metrics"]["r2"]) and row["metrics"]["r2"] > 0.1
     assert "| 2x1500x6 |" in (tmp_path / "scale.md").read_text()
+
+
+def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(tmp_path):
+    run_benchmark("federation_overhead.py", tmp_path)
+    result = json.loads((tmp_path / "federation_overhead.json").read_text())
+    # Same data, models and seed: the in-process run must score exactly alike.
+    assert result["same_metrics"] is True
+    flower, in_process = result["runs"]["flower"][0], result["runs"]["in_process"][0]
+    assert flower["metrics"]["r2"] == in_process["metrics"]["r2"] > 0.1
+    assert result["ratio"] == result["flower_seconds"] / result["in_process_seconds"] > 0
+    assert "Ratio (Flower / in process)" in (tmp_path / "federation_overhead.md").read_text()

@@ -221,6 +221,19 @@ def test_load_refuses_what_is_not_a_saved_model(tmp_path) -> None:
         DownstreamModel.load(tmp_path / "notes.txt", "regression")
 
 
+def test_xgboost_keeps_the_early_stopped_model_on_many_rows(regression,
+                                                           xgb_regressor) -> None:
+    x, y, x_test, y_test = regression
+    probe = DownstreamModel("xgboost", "regression", refit_max_rows=len(x)).fit(x, y)
+    # The refitted model has exactly the early-stopped number of trees; the
+    # kept one has the trees grown after its best iteration too, unused.
+    refit_trees = xgb_regressor.model_.get_booster().num_boosted_rounds()
+    assert probe.model_.get_booster().num_boosted_rounds() == (
+        probe.model_.best_iteration + 1 + 150)
+    assert refit_trees == max(probe.model_.best_iteration + 1, 50)
+    assert probe.evaluate(x_test, y_test)["r2"] > 0.8
+
+
 # ---------------------------------------------------------------------- search
 def test_search_sets_best_params_for_logistic() -> None:
     x, y = make_classification(n_samples=300, n_features=6, n_informative=4,

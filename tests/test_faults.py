@@ -256,8 +256,9 @@ def test_no_common_entity_is_explained(tmp_path, paths):
 
 
 def test_label_file_not_covering_aligned_entities(tmp_path, paths):
-    labels = pd.read_csv(paths[0])[["id", "y"]].iloc[100:]
-    labels.to_csv(tmp_path / "labels.csv", index=False)
+    peer_0 = pd.read_csv(paths[0])
+    peer_0[["id", "y"]].iloc[100:].to_csv(tmp_path / "labels.csv", index=False)
+    peer_0.drop(columns="y").to_csv(paths[0], index=False)  # the server holds the label
     _, error = run(config(paths, **{"label-source": "server",
                                     "label-path": str(tmp_path / "labels.csv")}))
     assert str(error) == ("the label file does not cover 100 of the 240 entities all "

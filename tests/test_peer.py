@@ -270,6 +270,24 @@ def test_simulated_peers_from_user_files(frame: pd.DataFrame, tmp_path) -> None:
     np.testing.assert_array_equal(first.pseudonyms(), second.pseudonyms())
 
 
+def test_a_label_column_among_a_peers_features_is_refused(frame, tmp_path) -> None:
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    frame[["key", "income", "price"]].to_csv(paths[0], index=False)
+    frame[["key", "plan", "price"]].to_csv(paths[1], index=False)
+    config = _run_config(**{"data-paths": f"{paths[0]};{paths[1]}", "id-column": "key",
+                            "target": "price", "label-source": "server"})
+    with pytest.raises(PeerDataError, match=f"peer-1: '{paths[1]}' has a column 'price', "
+                                            "the run's label column"):
+        peer_from_context({"partition-id": 1, "num-partitions": 2}, config)
+
+
+def test_deployed_peer_refuses_the_runs_label_among_its_columns(deployment: dict) -> None:
+    with pytest.raises(PeerDataError, match="crm: .*crm.csv' has a column 'churn'"):
+        peer_from_context(deployment, {"target": "churn"})
+    peer = peer_from_context(deployment | {"label-column": "churn"}, {"target": "churn"})
+    assert "churn" not in peer.table.features.columns
+
+
 def test_user_files_must_match_the_federation(frame: pd.DataFrame, tmp_path) -> None:
     path = tmp_path / "a.csv"
     frame.to_csv(path, index=False)

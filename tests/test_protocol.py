@@ -15,11 +15,17 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
-from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.common.constant import (
+    FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE,
+    SUPERLINK_NODE_ID,
+    ErrorCode,
+)
+from flwr.supercore.grpc import GRPC_MAX_MESSAGE_LENGTH
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from vfl_embed import protocol
 from vfl_embed.alignment import KeyedHashAlignment
+from vfl_embed.in_process import over_the_wire
 from vfl_embed.protocol import PeerReplyError
 
 PEER_NODE = 5
@@ -47,11 +53,6 @@ def latents() -> np.ndarray:
     return np.arange(6, dtype=np.float32).reshape(3, 2) / 7
 
 
-def _over_the_wire(message: Message) -> Message:
-    """Serialize and parse a message as Flower does between processes."""
-    return message_from_proto(message_to_proto(message))
-
-
 def _with_array(reply: Message, record: str, key: str, values: np.ndarray) -> Message:
     reply.content[record][key] = Array(np.ascontiguousarray(values))
     return reply
@@ -65,7 +66,7 @@ def test_embed_request_addresses_the_peer(embed_request: Message) -> None:
 
 
 def test_read_plan_round_trips(embed_request: Message) -> None:
-    positions, is_test, targets = protocol.read_plan(_over_the_wire(embed_request))
+    positions, is_test, targets = protocol.read_plan(over_the_wire(embed_request))
     assert positions.dtype == np.int64
     np.testing.assert_array_equal(positions, [4, 0, 2])
     assert is_test.dtype == bool
@@ -78,7 +79,7 @@ def test_read_plan_with_train_targets() -> None:
         PEER_NODE, np.arange(4), np.array([0, 0, 1, 0]), ConfigRecord({}),
         train_targets=np.array([1, 0, 2]),
     )
-    _, is_test, targets = protocol.read_plan(_over_the_wire(request))
+    _, is_test, targets = protocol.read_plan(over_the_wire(request))
     np.testing.assert_array_equal(is_test, [False, False, True, False])
     assert targets.dtype == np.float64
     np.testing.assert_array_equal(targets, [1.0, 0.0, 2.0])
@@ -110,14 +111,14 @@ def test_read_latents_accepts_a_good_reply(embed_request, latents) -> None:
                                  {"reconstruction-mae": 0.25, "within-5pct": 0.5})
     assert reply.metadata.dst_node_id == SUPERLINK_NODE_ID
     assert reply.metadata.src_node_id == PEER_NODE
-    values, metrics = protocol.read_latents(_over_the_wire(reply), "peer-1", 3)
+    values, metrics = protocol.read_latents(over_the_wire(reply), "peer-1", 3)
     assert values.dtype == np.float32
     np.testing.assert_array_equal(values, latents)
     assert metrics == {"reconstruction-mae": 0.25, "within-5pct": 0.5}
 
 
 def test_encode_request_carries_the_run_id_as_text() -> None:
-    request = _over_the_wire(protocol.encode_request(
+    request = over_the_wire(protocol.encode_request(
         PEER_NODE, np.array([4, 0, 2]), 2**64 - 1, "f" * 64))
     assert request.metadata.message_type == "query.encode"
     positions, is_test, _ = protocol.read_plan(request)
@@ -127,7 +128,7 @@ def test_encode_request_carries_the_run_id_as_text() -> None:
 
 
 def test_read_latents_checks_the_width_it_was_trained_with(embed_request, latents) -> None:
-    reply = _over_the_wire(protocol.latents_reply(embed_request, latents, {}))
+    reply = over_the_wire(protocol.latents_reply(embed_request, latents, {}))
     assert protocol.read_latents(reply, "peer-1", 3, width=latents.shape[1])[0].shape == (
         3, latents.shape[1])
     with pytest.raises(PeerReplyError, match=r"peer-1: sent latents of shape \(3, 2\), "
@@ -225,7 +226,7 @@ def test_error_replies_raise_naming_the_peer(embed_request, reader, args) -> Non
     reply = Message(Error(protocol.PEER_INPUT_ERROR, "peer-2: ID column 'id' has "
                           "3 duplicate IDs"), reply_to=embed_request)
     with pytest.raises(PeerReplyError) as err:
-        reader(_over_the_wire(reply), "peer-2", *args)
+        reader(over_the_wire(reply), "peer-2", *args)
     assert err.value.peer == "peer-2"
     assert str(err.value) == "peer-2: ID column 'id' has 3 duplicate IDs"
 
@@ -234,7 +235,7 @@ def test_input_error_names_the_peer_before_alignment(embed_request) -> None:
     reply = Message(Error(protocol.PEER_INPUT_ERROR, "peer-2: data file 'x.csv' "
                           "does not exist"), reply_to=embed_request)
     with pytest.raises(PeerReplyError) as err:
-        protocol.read_pseudonyms(_over_the_wire(reply), "node 5")
+        protocol.read_pseudonyms(over_the_wire(reply), "node 5")
     assert (err.value.peer, err.value.reason) == ("peer-2", "data file 'x.csv' does "
                                                   "not exist")
 
@@ -243,20 +244,20 @@ def test_a_known_peer_cannot_speak_for_another(embed_request) -> None:
     reply = Message(Error(protocol.PEER_INPUT_ERROR, "peer-3: something"),
                     reply_to=embed_request)
     with pytest.raises(PeerReplyError) as err:
-        protocol.read_latents(_over_the_wire(reply), "peer-2", 3)
+        protocol.read_latents(over_the_wire(reply), "peer-2", 3)
     assert str(err.value) == "peer-2: failed: peer-3: something"
 
 
 def test_latents_beyond_the_limit_are_refused(embed_request, latents) -> None:
     reply = protocol.latents_reply(embed_request, latents * 1e7, {"fit-seconds": 1.0})
     with pytest.raises(PeerReplyError, match="peer-1: sent latent values up to"):
-        protocol.read_latents(_over_the_wire(reply), "peer-1", 3)
+        protocol.read_latents(over_the_wire(reply), "peer-1", 3)
 
 
 def test_class_codes_outside_the_classes_are_refused(embed_request) -> None:
     reply = protocol.labels_reply(embed_request, np.array([0.0, 1.0, 2.0]), ["a", "b"])
     with pytest.raises(PeerReplyError, match="class codes outside 0..1"):
-        protocol.read_labels(_over_the_wire(reply), "peer-0", 3)
+        protocol.read_labels(over_the_wire(reply), "peer-0", 3)
 
 
 def test_several_peers_in_one_error() -> None:
@@ -283,7 +284,7 @@ def test_error_reply_without_reason_reports_the_code(embed_request) -> None:
 def test_unreachable_replies_are_told_from_peer_failures(embed_request, code,
                                                          unreachable) -> None:
     reply = Message(Error(code, "reason"), reply_to=embed_request)
-    assert protocol.is_unreachable(_over_the_wire(reply)) is unreachable
+    assert protocol.is_unreachable(over_the_wire(reply)) is unreachable
 
 
 def test_a_normal_reply_is_not_unreachable(embed_request) -> None:
@@ -299,7 +300,7 @@ def pseudonyms_request() -> Message:
 
 def test_read_pseudonyms_accepts_a_good_reply(pseudonyms_request, pseudonyms) -> None:
     reply = protocol.pseudonyms_reply(pseudonyms_request, "alice", pseudonyms, True)
-    values, info = protocol.read_pseudonyms(_over_the_wire(reply), "node 5")
+    values, info = protocol.read_pseudonyms(over_the_wire(reply), "node 5")
     np.testing.assert_array_equal(values, pseudonyms)
     assert values.dtype == np.uint8
     assert info == {
@@ -393,7 +394,7 @@ def labels_request() -> Message:
 
 def test_read_labels_numeric(labels_request) -> None:
     reply = protocol.labels_reply(labels_request, np.array([1.5, -2.0, 3.25]), [])
-    labels, classes = protocol.read_labels(_over_the_wire(reply), "alice", 3)
+    labels, classes = protocol.read_labels(over_the_wire(reply), "alice", 3)
     assert labels.dtype == np.float64
     np.testing.assert_array_equal(labels, [1.5, -2.0, 3.25])
     assert classes == []
@@ -401,7 +402,7 @@ def test_read_labels_numeric(labels_request) -> None:
 
 def test_read_labels_with_class_names(labels_request) -> None:
     reply = protocol.labels_reply(labels_request, np.array([1, 0, 1]), ["no", "yes"])
-    labels, classes = protocol.read_labels(_over_the_wire(reply), "alice", 3)
+    labels, classes = protocol.read_labels(over_the_wire(reply), "alice", 3)
     np.testing.assert_array_equal(labels, [1.0, 0.0, 1.0])
     assert classes == ["no", "yes"]
 
@@ -437,11 +438,11 @@ def test_labels_reply_missing_a_record(labels_request) -> None:
 
 # ------------------------------------------------------------ PSI blinding
 def test_blind_request_and_reply_round_trip(pseudonyms) -> None:
-    request = _over_the_wire(protocol.blind_request(PEER_NODE, pseudonyms, "fp"))
+    request = over_the_wire(protocol.blind_request(PEER_NODE, pseudonyms, "fp"))
     assert request.metadata.message_type == protocol.QUERY_BLIND
     assert request.content[protocol.CONFIG][protocol.FINGERPRINT] == "fp"
     np.testing.assert_array_equal(protocol.read_points_request(request), pseudonyms)
-    reply = _over_the_wire(protocol.blind_reply(request, pseudonyms[::-1]))
+    reply = over_the_wire(protocol.blind_reply(request, pseudonyms[::-1]))
     np.testing.assert_array_equal(protocol.read_points(reply, "bob", 40), pseudonyms[::-1])
 
 
@@ -452,6 +453,19 @@ def test_blind_request_and_reply_round_trip(pseudonyms) -> None:
 ])
 def test_bad_blinded_points_are_refused(pseudonyms, change, message) -> None:
     request = protocol.blind_request(PEER_NODE, pseudonyms, "fp")
-    reply = _over_the_wire(protocol.blind_reply(request, change(pseudonyms)))
+    reply = over_the_wire(protocol.blind_reply(request, change(pseudonyms)))
     with pytest.raises(PeerReplyError, match=message):
         protocol.read_points(reply, "bob", 40)
+
+
+def test_a_million_latents_travel_in_chunks_far_under_the_grpc_limit(embed_request) -> None:
+    # Flower sends a message as a tree of objects, pushed and pulled one per
+    # gRPC call, and splits every array into chunks: a 1,000,000 x 32 float32
+    # reply (128 MB) never puts more than one chunk in one gRPC message.
+    latents = np.arange(32_000_000, dtype=np.float32).reshape(1_000_000, 32)
+    reply = protocol.latents_reply(embed_request, latents, {"rows": 1e6})
+    objects = get_all_nested_objects(reply)
+    sizes = [len(obj.deflate()) for obj in objects.values()]
+    assert sum(sizes) > latents.nbytes
+    assert max(sizes) <= FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE + 1024
+    assert FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE + 1024 < GRPC_MAX_MESSAGE_LENGTH / 100

@@ -200,6 +200,7 @@ def simulate(
     config: Mapping[str, object] | None = None,
     progress: bool = False,
     echo: bool = False,
+    cpus_per_peer: int | None = None,
     **overrides: object,
 ) -> RunReport:
     """Run the app once on a local simulation federation (a real ``flwr run``).
@@ -225,6 +226,10 @@ def simulate(
         Show a progress line that follows the run's phases.
     echo : bool (default: False)
         Copy Flower's output to stdout.
+    cpus_per_peer : int | None (default: None)
+        CPU cores the simulation reserves per peer (Flower's
+        ``client-resources-num-cpus``); None keeps Flower's default of 2, so
+        a 2-core machine fits one peer at a time, 1 fits two side by side.
     **overrides : object
         More run-config keys, underscores for dashes (``latent_dim=8``).
 
@@ -249,7 +254,8 @@ def simulate(
         raise ValueError(f"peers must be at least 1, got {peers}")
     from .local_federation import LocalFederation  # flwr: only when running
 
-    with LocalFederation(echo=echo) as federation, _phases(progress) as shown:
+    with LocalFederation(echo=echo, cpus_per_peer=cpus_per_peer) as federation, \
+            _phases(progress) as shown:
         shown.start(f"{dataset} {scenario}")
         run = run_completed(federation, run_config(dataset, scenario, settings),
                             SCENARIOS[scenario].supernodes(int(peers)), shown.line)

@@ -175,6 +175,13 @@ class Autoencoder:
         Adam learning rate; the paper used 1e-4.
     epochs : int (default: 200)
         Maximum number of epochs.
+    max_steps : int (default: 20000)
+        Budget of optimizer steps (mini-batches), so that fitting time stops
+        growing with the number of rows: the number of epochs is capped at
+        ``max_steps`` divided by the steps of one epoch, rounded down, and is
+        at least one. It does not bind below about ``max_steps * batch_size /
+        epochs`` training rows (12,800 with the defaults); at 500,000 rows
+        it allows 5 epochs.
     batch_size : int (default: 128)
         Mini-batch size.
     validation_split : float (default: 0.1)
@@ -209,6 +216,7 @@ class Autoencoder:
         loss: str = "mse",
         learning_rate: float = 1e-3,
         epochs: int = 200,
+        max_steps: int = 20000,
         batch_size: int = 128,
         validation_split: float = 0.1,
         patience: int = 20,
@@ -224,6 +232,7 @@ class Autoencoder:
         self.loss = loss
         self.learning_rate = learning_rate
         self.epochs = epochs
+        self.max_steps = max_steps
         self.batch_size = batch_size
         self.validation_split = validation_split
         self.patience = patience
@@ -269,7 +278,8 @@ class Autoencoder:
                 patience=self.patience, restore_best_weights=True
             ))
         history = trainer.fit(
-            x[train], fit_targets, validation_data=validation, epochs=self.epochs,
+            x[train], fit_targets, validation_data=validation,
+            epochs=self._epoch_budget(len(train)),
             batch_size=self.batch_size, shuffle=True, callbacks=callbacks, verbose=0,
         )
         self.epochs_run_ = len(history.history["loss"])
@@ -332,6 +342,10 @@ class Autoencoder:
             return 1, "linear", "mse"
         return int(np.max(y)) + 1, "softmax", "sparse_categorical_crossentropy"
 
+    def _epoch_budget(self, n_rows: int) -> int:
+        steps_per_epoch = -(-n_rows // self.batch_size)
+        return max(1, min(self.epochs, self.max_steps // steps_per_epoch))
+
     def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng(self.seed).permutation(n_rows)
         n_val = int(round(self.validation_split * n_rows))
@@ -350,6 +364,10 @@ class Autoencoder:
             raise ValueError("a supervised autoencoder needs one target per row of x")
         if self.loss not in ("mae", "mse"):
             raise ValueError(f"loss must be 'mae' or 'mse', got {self.loss!r}")
+        if min(self.epochs, self.max_steps, self.batch_size) < 1:
+            raise ValueError(
+                "epochs, max_steps and batch_size must be positive, got "
+                f"{self.epochs}, {self.max_steps} and {self.batch_size}")
         if self.latent_dim < 1 or any(w < 1 for w in self.hidden_sizes):
             raise ValueError("latent_dim and hidden_sizes must be positive")
         if not 0.0 <= self.validation_split < 1.0:

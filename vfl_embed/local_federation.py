@@ -92,6 +92,11 @@ class LocalFederation:
         The Flower App to run.
     echo : bool (default: False)
         Also copy the run's output to this process's stdout as it arrives.
+    cpus_per_peer : int | None (default: None)
+        CPU cores the simulation reserves for each SuperNode (Flower's
+        ``client-resources-num-cpus``). None keeps Flower's default of 2,
+        under which a 2-core machine runs one peer at a time; 1 lets peers
+        fit side by side, as they do on their own hosts in a deployment.
     """
 
     def __init__(
@@ -99,11 +104,15 @@ class LocalFederation:
         flwr_home: str | Path | None = None,
         app_dir: str | Path = PROJECT_ROOT,
         echo: bool = False,
+        cpus_per_peer: int | None = None,
     ) -> None:
+        if cpus_per_peer is not None and cpus_per_peer < 1:
+            raise ValueError(f"cpus_per_peer must be at least 1, got {cpus_per_peer}")
         self._own_home = flwr_home is None
         self.flwr_home = Path(flwr_home or tempfile.mkdtemp(prefix="vfl-flwr-home-"))
         self.app_dir = Path(app_dir)
         self.echo = echo
+        self.cpus_per_peer = cpus_per_peer
 
     def __enter__(self) -> LocalFederation:
         return self
@@ -133,10 +142,11 @@ class LocalFederation:
                 f"{LOCAL_SUPERLINK_HTTP_API_PORT}; stop it (e.g. `pkill -f "
                 "flower-superlink`) so that this run does not use a stale one"
             )
-        command = [
-            _flwr(), "run", str(app_dir), "--stream",
-            "--federation-config", f"num-supernodes={num_peers}",
-        ]
+        federation_config = f"num-supernodes={num_peers}"
+        if self.cpus_per_peer is not None:
+            federation_config += f" client-resources-num-cpus={self.cpus_per_peer}"
+        command = [_flwr(), "run", str(app_dir), "--stream",
+                   "--federation-config", federation_config]
         if run_config:
             command += ["--run-config", format_run_config(run_config)]
         env = flower_env(self.flwr_home) | {

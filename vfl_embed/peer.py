@@ -38,6 +38,7 @@ _ENCODER_PARAMS = {
     "loss": ("loss", str),
     "learning-rate": ("learning_rate", float),
     "epochs": ("epochs", int),
+    "max-steps": ("max_steps", int),
     "batch-size": ("batch_size", int),
     "validation-split": ("validation_split", float),
     "patience": ("patience", int),
@@ -299,12 +300,25 @@ def _peer(
     table: PeerTable, mode: str, shared_secret: str, run_config: Mapping[str, object],
     state_dir: Path, simulated: bool,
 ) -> Peer:
+    _refuse_label_as_feature(table, str(run_config.get("target", "")))
     secret = partial(peer_secret, table.peer, state_dir=state_dir,
                      simulated_secret=shared_secret if simulated else "")
     alignment = make_alignment(mode, table.peer, shared_secret=shared_secret,
                                secret=secret, seed=int(run_config.get("seed", 42)),
                                simulated=simulated)
     return Peer(table, alignment, simulated=simulated, state_dir=state_dir, secret=secret)
+
+
+def _refuse_label_as_feature(table: PeerTable, target: str) -> None:
+    # A copy of the label among a peer's columns would pass into its latents
+    # and make the held-out metric a measure of that leak.
+    if target and target in table.features.columns:
+        where = f"'{table.source}'" if table.source else "its table"
+        raise PeerDataError(
+            f"{table.peer}: {where} has a column '{target}', the run's label "
+            "column, that is not this peer's label: drop it from the file, or "
+            "let this peer send the labels (label-source='peer' in simulation, "
+            "node config 'label-column' in deployment)")
 
 
 def peer_name(node_config: Mapping[str, object]) -> str:

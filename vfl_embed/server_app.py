@@ -35,7 +35,7 @@ _STOPPING_ERRORS = (PeerDataError, PeerReplyError, VerticalRunError)
 # Run-config keys forwarded to every peer's embed step: encoder, release, audit.
 ENCODER_KEYS = (
     "encoder", "latent-dim", "hidden-sizes", "activation", "latent-activation",
-    "loss", "learning-rate", "epochs", "batch-size", "validation-split",
+    "loss", "learning-rate", "epochs", "max-steps", "batch-size", "validation-split",
     "patience", "supervised-weight", "decorrelation-weight", "seed",
     "dp-noise-multiplier", "dp-clip-norm", "dp-delta", "audit", "audit-leak-fraction",
 )
