@@ -27,17 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from scale import parse_shape
+from scale import machine, parse_shape, synthetic_run_config
 from split_vs_oneshot import config_pairs
 
 from vfl_embed.local_federation import LocalFederation
+from vfl_embed.scenarios import run_completed
 from vfl_embed.synthetic import SyntheticVerticalTable
 
 
@@ -65,9 +64,7 @@ def run_in_fresh_process(config: dict, peers: int) -> tuple[float, dict]:
 def run_with_flower(config: dict, peers: int) -> tuple[float, dict]:
     """Run the app through ``flwr run``; return its wall time and report."""
     with LocalFederation() as federation:
-        run = federation.run(config, num_peers=peers, timeout=7200)
-    if run.returncode != 0 or run.report.get("status") != "completed":
-        raise RuntimeError("the Flower run failed:\n" + run.output[-3000:])
+        run = run_completed(federation, config, peers)
     return run.seconds, run.report
 
 
@@ -78,9 +75,8 @@ def measure(shape: tuple[int, int, int], config: dict, out: Path, repeat: int) -
     runs: dict[str, list] = {"flower": [], "in_process": []}
     with tempfile.TemporaryDirectory(prefix="vfl-overhead-") as data_dir:
         paths = table.write(data_dir)
-        config = {"dataset": "", "data-paths": ";".join(map(str, paths)),
-                  "label-source": "peer", "target": "target", "audit": False,
-                  "num-peers": peers, "results-dir": str(out / "runs")} | config
+        config = synthetic_run_config(paths) | {
+            "num-peers": peers, "results-dir": str(out / "runs")} | config
         for attempt in range(repeat):
             for name, runner in (("in_process", run_in_fresh_process),
                                  ("flower", run_with_flower)):
@@ -132,11 +128,10 @@ def main() -> None:
     out = args.out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     result = measure(args.shape, config_pairs(args.config), out, args.repeat)
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
-               "platform": platform.platform()}
+    this_machine = machine()
     (out / "federation_overhead.json").write_text(
-        json.dumps({"machine": machine} | result, indent=2))
-    text = markdown(result, machine)
+        json.dumps({"machine": this_machine} | result, indent=2))
+    text = markdown(result, this_machine)
     (out / "federation_overhead.md").write_text(text)
     print(text)
     print(f"[overhead] written to {out}")

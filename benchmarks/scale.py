@@ -88,6 +88,18 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
+def synthetic_run_config(paths: list[Path]) -> dict:
+    """Return the run config of a synthetic table's peer files: label at peer 0, no audit."""
+    return {"dataset": "", "data-paths": ";".join(map(str, paths)),
+            "label-source": "peer", "target": "target", "audit": False}
+
+
+def machine() -> dict:
+    """Return the CPU count, Python version and platform of this machine."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
 def run_shape(shape: tuple[int, int, int], config: dict, out: Path,
               cpus_per_peer: int | None = 1) -> dict:
     """Write the synthetic table of ``shape`` and run the app on it; return one row."""
@@ -99,10 +111,9 @@ def run_shape(shape: tuple[int, int, int], config: dict, out: Path,
         generate = time.perf_counter() - started
         print(f"[scale] {peers}x{entities}x{columns}: tables written in {generate:.1f} s",
               flush=True)
-        run_config = {"dataset": "", "data-paths": ";".join(map(str, paths)),
-                      "label-source": "peer", "target": "target", "audit": False}
         with PeakMemory() as memory:
-            result = run_oneshot("", peers, run_config | config, out / "runs", cpus_per_peer)
+            result = run_oneshot("", peers, synthetic_run_config(paths) | config,
+                                 out / "runs", cpus_per_peer)
     report = json.loads(Path(result["report"]).read_text())
     row = {
         "shape": f"{peers}x{entities}x{columns}", "peers": peers, "entities": entities,
@@ -154,12 +165,11 @@ def main() -> None:
     config = config_pairs(args.config)
     rows = [run_shape(shape, config, args.out, args.cpus_per_peer)
             for shape in args.shape or [(3, 100_000, 20)]]
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
-               "platform": platform.platform()}
+    this_machine = machine()
     (args.out / "scale.json").write_text(json.dumps(
-        {"machine": machine, "config": config, "cpus_per_peer": args.cpus_per_peer,
+        {"machine": this_machine, "config": config, "cpus_per_peer": args.cpus_per_peer,
          "rows": rows}, indent=2))
-    (args.out / "scale.md").write_text(markdown(rows, machine))
+    (args.out / "scale.md").write_text(markdown(rows, this_machine))
     print(f"[scale] written to {args.out}")
 
 

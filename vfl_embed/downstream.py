@@ -13,7 +13,6 @@ __all__ = ["MODELS", "DownstreamModel", "score"]
 
 MODELS = ("xgboost", "logistic", "mlp")
 
-
 # The paper's randomized search space for XGBoost.
 XGB_SEARCH_SPACE = {
     "learning_rate": [0.01, 0.02, 0.05, 0.1, 0.2],
