@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale import machine, parse_shape, synthetic_run_config
-from split_vs_oneshot import config_pairs
+from run_settings import config_pairs, machine
+from scale import parse_shape, synthetic_run_config
 
 from vfl_embed.local_federation import LocalFederation
 from vfl_embed.scenarios import run_completed

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
+
+from run_settings import machine
 
 from vfl_embed import simulate
 from vfl_embed.scenarios import DATASETS
@@ -122,10 +122,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [row for dataset in args.dataset or ["ames", "digits"]
             for row in sweep(dataset, args.leak, args.clip_norm, args.out)]
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
-               "machine": platform.machine()}
     (args.out / "privacy_sweep.json").write_text(json.dumps(
-        {"leak_fraction": args.leak, "clip_norm": args.clip_norm, "machine": machine,
+        {"leak_fraction": args.leak, "clip_norm": args.clip_norm, "machine": machine(),
          "rows": rows}, indent=2))
     (args.out / "privacy_sweep.md").write_text(markdown(rows, args.leak))
     chart(rows, args.out / "privacy_sweep.png")

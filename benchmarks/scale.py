@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from split_vs_oneshot import MB, config_pairs, run_oneshot
+from run_settings import MB, config_pairs, machine
+from split_vs_oneshot import SimulationRunner, run_oneshot
 
 from vfl_embed.synthetic import SyntheticVerticalTable
 
@@ -94,12 +94,6 @@ def synthetic_run_config(paths: list[Path]) -> dict:
             "label-source": "peer", "target": "target", "audit": False}
 
 
-def machine() -> dict:
-    """Return the CPU count, Python version and platform of this machine."""
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
-
-
 def run_shape(shape: tuple[int, int, int], config: dict, out: Path,
               cpus_per_peer: int | None = 1) -> dict:
     """Write the synthetic table of ``shape`` and run the app on it; return one row."""
@@ -112,8 +106,8 @@ def run_shape(shape: tuple[int, int, int], config: dict, out: Path,
         print(f"[scale] {peers}x{entities}x{columns}: tables written in {generate:.1f} s",
               flush=True)
         with PeakMemory() as memory:
-            result = run_oneshot("", peers, synthetic_run_config(paths) | config,
-                                 out / "runs", cpus_per_peer)
+            result = run_oneshot(SimulationRunner(peers, cpus_per_peer),
+                                 synthetic_run_config(paths) | config, out / "runs")
     report = json.loads(Path(result["report"]).read_text())
     row = {
         "shape": f"{peers}x{entities}x{columns}", "peers": peers, "entities": entities,

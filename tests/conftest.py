@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from flwr.common.constant import SUPERLINK_NODE_ID
@@ -22,6 +25,15 @@ settings.load_profile(os.environ.get("VFL_FUZZ", "ci"))
 # Small but real settings: few epochs keep an end-to-end run near 30 s. The
 # privacy audit (about 2 s per peer) runs where a test asks for it.
 FAST = {"epochs": 15, "patience": 5, "batch-size": 128, "audit": False}
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_benchmark(script: str, out: Path, *args: str) -> None:
+    """Run ``benchmarks/<script>`` with ``args``, writing its results under ``out``."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")

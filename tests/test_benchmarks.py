@@ -1,30 +1,24 @@
-"""Smoke runs of the benchmark scripts, so they cannot rot (figures: README)."""
+"""Smoke runs of the benchmark scripts, so they cannot rot (figures: README).
+
+split_vs_oneshot.py in simulation runs in test_split_learning.py.
+"""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_benchmark
 
+from vfl_embed.host_network import unavailable_reason
 from vfl_embed.synthetic import SyntheticVerticalTable
 
 pytestmark = pytest.mark.slow
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def run_benchmark(script: str, out: Path) -> None:
-    """Run ``script`` on a 2x1500x6 synthetic table with small settings."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--shape", "2x1500x6",
-         "--config", "epochs=20", "--config", "latent-dim=4", "--out", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+# A 2x1500x6 synthetic table with small settings.
+SMALL_SYNTHETIC = ("--shape", "2x1500x6", "--config", "epochs=20", "--config", "latent-dim=4")
 
 
 def test_scale_benchmark_reports_a_real_run(tmp_path):
-    run_benchmark("scale.py", tmp_path)
+    run_benchmark("scale.py", tmp_path, *SMALL_SYNTHETIC)
     [row] = json.loads((tmp_path / "scale.json").read_text())["rows"]
     table = SyntheticVerticalTable(2, 1500, columns_per_peer=6)
     ids = [set(table.peer_frame(p)["id"]) for p in range(2)]
@@ -40,7 +34,7 @@ def test_scale_benchmark_reports_a_real_run(tmp_path):
 
 
 def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(tmp_path):
-    run_benchmark("federation_overhead.py", tmp_path)
+    run_benchmark("federation_overhead.py", tmp_path, *SMALL_SYNTHETIC)
     result = json.loads((tmp_path / "federation_overhead.json").read_text())
     # Same data, models and seed: the in-process run must score exactly alike.
     assert result["same_metrics"] is True
@@ -48,3 +42,20 @@ def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(tmp_path
     assert flower["metrics"]["r2"] == in_process["metrics"]["r2"] > 0.1
     assert result["ratio"] == result["flower_seconds"] / result["in_process_seconds"] > 0
     assert "Ratio (Flower / in process)" in (tmp_path / "federation_overhead.md").read_text()
+
+
+@pytest.mark.skipif(bool(unavailable_reason()), reason=unavailable_reason())
+def test_split_vs_oneshot_benchmark_runs_on_the_deployment_engine(tmp_path):
+    # One mini-batch per epoch: few rounds, since a SuperNode polls every 3 s.
+    run_benchmark("split_vs_oneshot.py", tmp_path, "--engine", "deployment", "--dataset",
+                  "digits", "--peers", "2", "--split-config", "epochs=1", "batch-size=2048",
+                  "--oneshot-config", "epochs=20", "latent-dim=8")
+    result = json.loads((tmp_path / "split_vs_oneshot-digits-deployment.json").read_text())
+    split, oneshot = result["split"], result["oneshot"]
+    assert result["engine"] == "deployment"
+    assert split["entities"]["held_out"] == oneshot["entities"]["held_out"] > 0
+    # Each peer ran on a host of its own and sent its own pseudonyms.
+    assert sorted(split["details"]["peers"]) == ["peer-0", "peer-1"]
+    assert split["details"]["traffic"]["query.pseudonyms"]["payload_up"] == 32 * sum(
+        peer["rows"] for peer in split["details"]["peers"].values())
+    assert oneshot["metrics"]["accuracy"] > 0.5 and oneshot["rounds"] <= 3

@@ -1,29 +1,43 @@
-"""The split-learning baseline (benchmarks/split_learning) through the real flwr stack."""
+"""The split-learning baseline (benchmarks/split_learning) and its comparison with
+one-shot latents (benchmarks/split_vs_oneshot.py), through the real flwr stack.
+
+One run of the comparison script on digits (2 peers) serves both tests.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_benchmark
 
 from vfl_embed.alignment import KeyedHashAlignment, intersect, locate
 from vfl_embed.datasets import load_dataset, vertical_split
 
 pytestmark = pytest.mark.slow
-SPLIT_APP = Path(__file__).resolve().parent.parent / "benchmarks" / "split_learning"
 DEMO_SECRET = "vfl-embed-demo-secret"
 PEERS, EPOCHS, BATCH, CUT = 2, 2, 64, 8
 
 
-def test_split_learning_learns_and_counts_its_traffic(federation, tmp_path):
-    config = {"dataset": "digits", "num-peers": PEERS, "epochs": EPOCHS,
-              "batch-size": BATCH, "cut-dim": CUT, "learning-rate": 0.005,
-              "results-dir": str(tmp_path)}
-    run = federation.run(config, num_peers=PEERS, timeout=300, app_dir=SPLIT_APP)
-    assert run.report_path is not None, run.output[-3000:]
-    report = run.report
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory) -> dict:
+    """The result of ``split_vs_oneshot.py`` on digits with small settings."""
+    out = tmp_path_factory.mktemp("split-vs-oneshot")
+    # A tolerance of 1 accuracy point is met by any first epoch.
+    run_benchmark("split_vs_oneshot.py", out, "--dataset", "digits", "--peers", str(PEERS),
+                  "--split-config", f"epochs={EPOCHS}", f"batch-size={BATCH}",
+                  f"cut-dim={CUT}", "learning-rate=0.005",
+                  "--oneshot-config", "epochs=20", "latent-dim=8", "--tolerance", "1.0")
+    result = json.loads((out / "split_vs_oneshot-digits.json").read_text())
+    result["markdown"] = (out / "split_vs_oneshot-digits.md").read_text()
+    return result
+
+
+def test_split_learning_learns_and_counts_its_traffic(comparison):
+    report = json.loads(Path(comparison["split"]["report"]).read_text())
     assert report["status"] == "completed" and report["task"] == "classification"
 
     # The same entities and held-out split as vfl_embed's simulation of digits.
@@ -43,11 +57,14 @@ def test_split_learning_learns_and_counts_its_traffic(federation, tmp_path):
     assert report["held_out_metrics"]["accuracy"] > majority + 0.4
 
     # Rounds: alignment, setup, per epoch one forward and one backward per
-    # mini-batch plus a validation forward, and the held-out forward.
+    # mini-batch plus a validation forward, and the held-out forward. The
+    # held-out curve's forwards are counted apart, out of the totals.
     fit, val, test = entities["fit"], entities["validation"], entities["held_out"]
     steps = math.ceil(fit / BATCH)
     assert report["steps_per_epoch"] == steps and report["epochs_run"] == EPOCHS
     traffic = report["traffic"]
+    curve = traffic.pop("held-out curve")
+    assert curve["rounds"] == EPOCHS and curve["payload_up"] == PEERS * EPOCHS * test * CUT * 4
     assert traffic["query.forward"]["rounds"] == EPOCHS * (steps + 1) + 1
     assert traffic["train.backward"]["rounds"] == EPOCHS * steps
     assert report["totals"]["rounds"] == 2 + EPOCHS * (2 * steps + 1) + 1
@@ -65,3 +82,29 @@ def test_split_learning_learns_and_counts_its_traffic(federation, tmp_path):
     totals = report["totals"]
     assert totals["wire_up"] > totals["payload_up"] and totals["wire_down"] > totals[
         "payload_down"]
+
+    # The curve: training cost so far after each epoch, and the held-out
+    # metrics of that epoch's weights (the best epoch's are the final ones).
+    history = report["history"]
+    assert [point["rounds"] for point in history] == [
+        2 + (epoch + 1) * (2 * steps + 1) for epoch in range(EPOCHS)]
+    assert 0 < history[0]["elapsed"] < history[1]["elapsed"] < report["seconds"]["total"]
+    assert 0 < history[0]["payload_up"] < history[1]["payload_up"] < totals["payload_up"]
+    assert history[report["best_epoch"]]["held_out_metrics"] == report["held_out_metrics"]
+    assert report["seconds"]["curve"] > 0
+
+
+def test_comparison_finds_split_learnings_cost_at_equal_metric(comparison):
+    split, oneshot, equal = (comparison[k] for k in ("split", "oneshot", "equal_metric"))
+    assert comparison["engine"] == "simulation"
+    assert split["entities"]["held_out"] == oneshot["entities"]["held_out"] > 0
+    assert oneshot["rounds"] <= 3 < split["rounds"]
+    first = split["details"]["curve"][0]
+    assert equal["epoch"] == 1 and equal["metric"] == "accuracy"
+    assert equal["split_bytes"] == first["payload_up"] + first["payload_down"]
+    assert equal["split_bytes"] < split["bytes_up"] + split["bytes_down"]
+    assert 0 < equal["split_seconds"] < split["wall_seconds"]
+    assert equal["time_ratio"] == equal["split_seconds"] / oneshot["wall_seconds"]
+    assert equal["split_better_by"] == (split["metrics"]["accuracy"]
+                                        - oneshot["metrics"]["accuracy"])
+    assert "**At equal metric**" in comparison["markdown"]

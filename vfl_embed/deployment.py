@@ -94,10 +94,13 @@ def node_config(
     id_column: str = "id",
     label_column: str = "",
     state_dir: str | Path = "",
+    message_log_dir: str | Path = "",
 ) -> str:
     """Format the ``--node-config`` value of a peer (keys: see ``peer_from_context``).
 
-    Without ``state_dir`` the peer keeps its encoders next to its data file.
+    Without ``state_dir`` the peer keeps its encoders next to its data file;
+    with ``message_log_dir`` it keeps a copy of every message it sends and
+    receives there (see :mod:`vfl_embed.message_log`).
     """
     values: dict[str, str] = {
         "data-path": str(data_path), "id-column": id_column,
@@ -107,6 +110,8 @@ def node_config(
         values["label-column"] = label_column
     if state_dir:
         values["state-dir"] = str(state_dir)
+    if message_log_dir:
+        values["message-log-dir"] = str(message_log_dir)
     for key, value in values.items():
         if "'" in value or '"' in value:
             raise ValueError(f"node config '{key}' must not contain quotes: {value!r}")

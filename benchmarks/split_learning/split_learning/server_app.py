@@ -9,6 +9,13 @@ stopping; the held-out entities are scored once, with the best epoch's
 weights on both sides. Each exchange is one ``send_and_receive`` round with
 one message per peer; the report counts them and their bytes per message
 type.
+
+With ``held-out-curve = true`` the held-out entities are also scored after
+every epoch, with the weights of that epoch, and the history records the
+training time and bytes spent so far: how soon split learning reaches a
+given metric. That scoring is a measurement, not training: its exchanges are
+counted apart (message type ``"held-out curve"``, left out of the totals) and
+its time is left out of ``elapsed``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from . import wire
 from .models import Trainable, build_mlp, parse_sizes
 
 app = ServerApp()
+
+CURVE = "held-out curve"
 
 
 @app.main()
@@ -75,18 +84,20 @@ class SplitLearning:
         self.phase = "align"
         self.names: dict[int, str] = {}  # node id -> peer name, in peer-name order
         self.seconds: dict[str, float] = {}
+        self.curve = bool(config.get("held-out-curve", False))
 
     def start(self, grid: wire.FastGrid, timeout: float) -> dict:
         """Align, set up the peers, train, score the held-out entities; return the report."""
         self.grid, self.timeout = grid, timeout
-        started = time.perf_counter()
+        self.started, self.curve_seconds = time.perf_counter(), 0.0
         self._timed("align", self._align)
         self._timed("setup", self._setup)
         history = self._timed("train", self._train)
         metrics = self._timed("test", self._test)
-        self.seconds["total"] = time.perf_counter() - started
+        self.seconds["total"] = time.perf_counter() - self.started
+        self.seconds["curve"] = self.curve_seconds
         traffic = {kind: vars(t) for kind, t in grid.traffic.items()}
-        totals = {key: sum(t[key] for t in traffic.values())
+        totals = {key: sum(t[key] for kind, t in traffic.items() if kind != CURVE)
                   for key in ("rounds", "messages", "payload_down", "payload_up",
                               "wire_down", "wire_up")}
         n_test = int(self.is_test.sum())
@@ -202,6 +213,8 @@ class SplitLearning:
                 if entry["validation_loss"] < best_loss:
                     best_loss, self.best_epoch = entry["validation_loss"], epoch
                     best_top = self.top.model.get_weights()
+            if self.curve:
+                entry |= self._curve_point()
             history.append(entry)
             log(INFO, "[split] epoch %d: train loss %.4f, validation loss %.4f%s (%.1f s)",
                 epoch + 1, entry["train_loss"], entry.get("validation_loss", np.nan),
@@ -213,8 +226,26 @@ class SplitLearning:
         return history
 
     def _test(self) -> dict[str, float]:
-        rows = self.test_rows
-        output = self.top(self._forward(rows, load=self.best_epoch))
+        return self._score(self._forward(self.test_rows, load=self.best_epoch))
+
+    def _curve_point(self) -> dict:
+        """Held-out metrics of the current weights and the training cost so far."""
+        spent = {"elapsed": time.perf_counter() - self.started - self.curve_seconds}
+        for key in ("payload_up", "payload_down", "rounds"):
+            spent[key] = sum(getattr(t, key) for kind, t in self.grid.traffic.items()
+                             if kind != CURVE)
+        started = time.perf_counter()
+        self.grid.tag = CURVE
+        try:
+            metrics = self._score(self._forward(self.test_rows))
+        finally:
+            self.grid.tag = None
+        self.curve_seconds += time.perf_counter() - started
+        return spent | {"held_out_metrics": metrics}
+
+    def _score(self, joined: np.ndarray) -> dict[str, float]:
+        """Score the top model on the held-out rows' joined activations."""
+        rows, output = self.test_rows, self.top(joined)
         if self.task == "regression":
             return score("regression", self.y[rows],
                          output[:, 0] * self.scale + self.center)

@@ -170,14 +170,17 @@ class FastGrid:
     Flower's own ``send_and_receive`` sleeps between pulls: 0.1 s in
     simulation (``InMemoryGrid``), 3 s in deployment (``HttpGrid``), and
     split learning makes hundreds of exchanges. With ``poll_interval <= 0``
-    the Grid's own method is used. Every exchange is
-    counted per message type in :attr:`traffic`. Other attributes come from
-    the wrapped Grid, so :func:`vfl_embed.exchange.exchange` takes this one.
+    the Grid's own method is used. Every exchange is counted in
+    :attr:`traffic` under its message type, or under :attr:`tag` while that
+    is set (measurements that are not part of training). Other attributes
+    come from the wrapped Grid, so :func:`vfl_embed.exchange.exchange` takes
+    this one.
     """
 
     grid: object
     poll_interval: float = 0.01
     traffic: dict[str, Traffic] = field(default_factory=dict)
+    tag: str | None = None
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.grid, name)
@@ -186,7 +189,7 @@ class FastGrid:
                          timeout: float | None = None) -> list[Message]:
         """Push ``messages``, pull their replies until all came or ``timeout`` passed."""
         messages = list(messages)
-        kind = messages[0].metadata.message_type if messages else "none"
+        kind = self.tag or (messages[0].metadata.message_type if messages else "none")
         traffic = self.traffic.setdefault(kind, Traffic())
         traffic.rounds += 1
         started = time.perf_counter()

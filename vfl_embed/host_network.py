@@ -1,5 +1,8 @@
 """Separate network hosts on one machine, made with ``ip netns`` (needs root).
 
+The deployment test and the deployment benchmark run Flower's Deployment
+Engine on such hosts (see :mod:`vfl_embed.host_deployment`).
+
 :class:`HostNetwork` creates one network namespace per host, each with its
 own loopback and one interface (``eth0``, an address in 198.18.0.0/24) on a
 bridge that lives in a namespace of its own. The namespaces have no route
@@ -19,6 +22,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+__all__ = ["SUBNET", "HostNetwork", "unavailable_reason"]
 
 SUBNET = "198.18.0"
 
@@ -59,11 +64,11 @@ class HostNetwork:
         self.close()
 
     def namespace(self, host: str) -> str:
-        """The namespace name of ``host``."""
+        """Return the namespace name of ``host``."""
         return f"{self.tag}-{host}"
 
     def namespaces(self) -> list[str]:
-        """This network's namespaces that exist now."""
+        """Return the names of this network's namespaces that exist now."""
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True,
                                 text=True, check=True).stdout
         return [line.split()[0] for line in listed.splitlines()
@@ -95,7 +100,7 @@ class HostNetwork:
         )
 
     def pids(self, host: str | None = None) -> list[int]:
-        """Processes running on ``host``, or in any of this network's namespaces."""
+        """Return the processes on ``host``, or in any of this network's namespaces."""
         found = []
         for name in [self.namespace(host)] if host else self.namespaces():
             listed = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
