@@ -1,14 +1,17 @@
 r"""Iterative split learning against vfl_embed's one-shot latents, side by side.
 
-Both are real ``flwr run``s on a local simulation federation with the same
-peers, tables, entities and held-out split (built-in dataset, 3 peers,
-``vertical_split`` with the same seed and coverage; keyed-hash alignment):
+Both are real ``flwr run``s with the same peers, tables, entities and
+held-out split (built-in dataset, 3 peers, ``vertical_split`` with the same
+seed and coverage; keyed-hash alignment), on a local simulation federation
+or, with ``--engine deployment`` (root), on Flower's Deployment Engine: a
+SuperLink and a SuperNode per peer, each on a network host of its own
+(:mod:`vfl_embed.host_deployment`), peer-0 holding the label column.
 
 - split learning: the Flower App in ``benchmarks/split_learning`` (bottom MLP
   per peer, top MLP on the server, two exchanges per mini-batch);
-- one-shot: ``vfl_embed.simulate`` (scenario S2: an autoencoder per peer,
-  latents sent once, XGBoost on the server), with its privacy audit off
-  (``--oneshot-config audit=true`` puts it back).
+- one-shot: vfl_embed's app with its defaults (scenario S2: an autoencoder
+  per peer, latents sent once, XGBoost on the server), with its privacy
+  audit off (``--oneshot-config audit=true`` puts it back).
 
 Bytes are the array data of every message, measured on the messages
 themselves: the split-learning server counts what it sends and receives; the
@@ -28,8 +31,9 @@ a real run does not have, so the figure flatters split learning.
     python benchmarks/split_vs_oneshot.py --name synthetic \
         --data-paths "data/s/peer-0.parquet;data/s/peer-1.parquet;data/s/peer-2.parquet" \
         --label-source peer --target target     # peer-0's file holds the label
+    python benchmarks/split_vs_oneshot.py --engine deployment --split-config epochs=3
 
-writes ``split_vs_oneshot-<name>.json`` and ``.md`` under ``--out`` (default
+writes ``split_vs_oneshot-<name>[-deployment].json`` and ``.md`` under ``--out`` (default
 ``results/benchmarks``), each run's report under ``<out>/runs``.
 """
 
