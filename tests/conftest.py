@@ -28,19 +28,30 @@ FAST = {"epochs": 15, "patience": 5, "batch-size": 128, "audit": False}
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run_benchmark(script: str, out: Path, *args: str) -> None:
-    """Run ``benchmarks/<script>`` with ``args``, writing its results under ``out``."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 @pytest.fixture(scope="session")
 def federation(tmp_path_factory):
     """A LocalFederation with its own FLWR_HOME, stopped after the session."""
     with LocalFederation(flwr_home=tmp_path_factory.mktemp("flwr-home")) as fed:
         yield fed
+
+
+@pytest.fixture(scope="session")
+def run_benchmark(federation):
+    """Run ``benchmarks/<script>`` with ``args``, writing its results under ``out``.
+
+    A benchmark starts local Flower SuperLinks of its own, which refuse to
+    start beside another: the session federation's SuperLink is stopped
+    first (its next run starts it again).
+    """
+
+    def run(script: str, out: Path, *args: str) -> None:
+        federation.close()
+        done = subprocess.run(
+            [sys.executable, str(BENCHMARKS / script), *args, "--out", str(out)],
+            capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return run
 
 
 @pytest.fixture

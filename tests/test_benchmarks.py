@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_benchmark
 
 from vfl_embed.host_network import unavailable_reason
 from vfl_embed.synthetic import SyntheticVerticalTable
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.slow
 SMALL_SYNTHETIC = ("--shape", "2x1500x6", "--config", "epochs=20", "--config", "latent-dim=4")
 
 
-def test_scale_benchmark_reports_a_real_run(tmp_path):
+def test_scale_benchmark_reports_a_real_run(run_benchmark, tmp_path):
     run_benchmark("scale.py", tmp_path, *SMALL_SYNTHETIC)
     [row] = json.loads((tmp_path / "scale.json").read_text())["rows"]
     table = SyntheticVerticalTable(2, 1500, columns_per_peer=6)
@@ -33,7 +32,8 @@ def test_scale_benchmark_reports_a_real_run(tmp_path):
     assert "| 2x1500x6 |" in (tmp_path / "scale.md").read_text()
 
 
-def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(tmp_path):
+def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(run_benchmark,
+                                                                        tmp_path):
     run_benchmark("federation_overhead.py", tmp_path, *SMALL_SYNTHETIC)
     result = json.loads((tmp_path / "federation_overhead.json").read_text())
     # Same data, models and seed: the in-process run must score exactly alike.
@@ -45,7 +45,7 @@ def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(tmp_path
 
 
 @pytest.mark.skipif(bool(unavailable_reason()), reason=unavailable_reason())
-def test_split_vs_oneshot_benchmark_runs_on_the_deployment_engine(tmp_path):
+def test_split_vs_oneshot_benchmark_runs_on_the_deployment_engine(run_benchmark, tmp_path):
     # One mini-batch per epoch: few rounds, since a SuperNode polls every 3 s.
     run_benchmark("split_vs_oneshot.py", tmp_path, "--engine", "deployment", "--dataset",
                   "digits", "--peers", "2", "--split-config", "epochs=1", "batch-size=2048",

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_benchmark
 
 from vfl_embed.alignment import KeyedHashAlignment, intersect, locate
 from vfl_embed.datasets import load_dataset, vertical_split
@@ -23,7 +22,7 @@ PEERS, EPOCHS, BATCH, CUT = 2, 2, 64, 8
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory) -> dict:
+def comparison(run_benchmark, tmp_path_factory) -> dict:
     """The result of ``split_vs_oneshot.py`` on digits with small settings."""
     out = tmp_path_factory.mktemp("split-vs-oneshot")
     # A tolerance of 1 accuracy point is met by any first epoch.
