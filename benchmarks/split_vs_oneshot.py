@@ -169,7 +169,8 @@ def equal_metric(split: dict, oneshot: dict, tolerance: float = 0.01) -> dict:
     startup = split["wall_seconds"] - split["app_seconds"]
     oneshot_bytes = oneshot["bytes_up"] + oneshot["bytes_down"]
     result = {"metric": metric, "tolerance": tolerance, "goal": goal, "epoch": None,
-              "split_better_by": split["metrics"][metric] - oneshot["metrics"][metric]}
+              "split_better_by": split["metrics"][metric] - oneshot["metrics"][metric],
+              "oneshot_seconds": oneshot["wall_seconds"], "oneshot_bytes": oneshot_bytes}
     for point in split["details"]["curve"]:
         if point["held_out_metrics"][metric] >= goal:
             seconds = startup + point["elapsed"]
@@ -218,7 +219,7 @@ def markdown(result: dict) -> str:
         "| | split learning | one-shot latents |", "|---|---:|---:|",
         *[f"| {a} | {b} | {c} |" for a, b, c in rows],
         "",
-        _equal_metric_text(result["equal_metric"], oneshot),
+        _equal_metric_text(result["equal_metric"]),
         "",
         f"Split learning: {details['epochs_run']} epochs of {details['steps_per_epoch']} "
         f"mini-batches (best epoch {details['best_epoch'] + 1}); Flower's serialized "
@@ -233,7 +234,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _equal_metric_text(equal: dict, oneshot: dict) -> str:
+def _equal_metric_text(equal: dict) -> str:
     metric, better = equal["metric"], equal["split_better_by"]
     verdict = (f"At its best epoch split learning's held-out {metric} is "
                f"{'better' if better > 0 else 'worse'} than one-shot's by {abs(better):.4f}.")
@@ -251,8 +252,8 @@ def _equal_metric_text(equal: dict, oneshot: dict) -> str:
         f"{equal['goal']:.4f}) after epoch {equal['epoch']}: "
         f"{equal['split_seconds']:.1f} s and {equal['split_bytes'] / MB:.2f} MB both ways "
         f"({equal['split_rounds']} rounds), against one-shot's "
-        f"{oneshot['wall_seconds']:.1f} s and "
-        f"{(oneshot['bytes_up'] + oneshot['bytes_down']) / MB:.2f} MB, so split learning "
+        f"{equal['oneshot_seconds']:.1f} s and {equal['oneshot_bytes'] / MB:.2f} MB, "
+        f"so split learning "
         f"needs {equal['time_ratio']:.2f}x the time and {equal['bytes_ratio']:.1f}x the "
         f"bytes of one-shot. {verdict}")
 

@@ -97,9 +97,8 @@ class SplitLearning:
         self.seconds["total"] = time.perf_counter() - self.started
         self.seconds["curve"] = self.curve_seconds
         traffic = {kind: vars(t) for kind, t in grid.traffic.items()}
-        totals = {key: sum(t[key] for kind, t in traffic.items() if kind != CURVE)
-                  for key in ("rounds", "messages", "payload_down", "payload_up",
-                              "wire_down", "wire_up")}
+        totals = self._training_traffic("rounds", "messages", "payload_down",
+                                        "payload_up", "wire_down", "wire_up")
         n_test = int(self.is_test.sum())
         return {
             "app": "split-learning", "status": "completed", "task": self.task,
@@ -231,9 +230,7 @@ class SplitLearning:
     def _curve_point(self) -> dict:
         """Held-out metrics of the current weights and the training cost so far."""
         spent = {"elapsed": time.perf_counter() - self.started - self.curve_seconds}
-        for key in ("payload_up", "payload_down", "rounds"):
-            spent[key] = sum(getattr(t, key) for kind, t in self.grid.traffic.items()
-                             if kind != CURVE)
+        spent |= self._training_traffic("payload_up", "payload_down", "rounds")
         started = time.perf_counter()
         self.grid.tag = CURVE
         try:
@@ -242,6 +239,11 @@ class SplitLearning:
             self.grid.tag = None
         self.curve_seconds += time.perf_counter() - started
         return spent | {"held_out_metrics": metrics}
+
+    def _training_traffic(self, *keys: str) -> dict[str, int]:
+        """Sum ``keys`` of the traffic over every exchange but the held-out curve's."""
+        return {key: sum(getattr(t, key) for kind, t in self.grid.traffic.items()
+                         if kind != CURVE) for key in keys}
 
     def _score(self, joined: np.ndarray) -> dict[str, float]:
         """Score the top model on the held-out rows' joined activations."""
