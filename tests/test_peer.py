@@ -359,15 +359,17 @@ def test_node_config_without_data_raises() -> None:
 
 
 # ------------------------------------------------------------- saved encoders
-def test_embed_saves_the_state_that_encode_reuses(frame, plan, tmp_path) -> None:
+@pytest.mark.parametrize("bits", [32, 16])
+def test_embed_saves_the_state_that_encode_reuses(frame, plan, tmp_path, bits) -> None:
     table = PeerTable(frame.drop(columns=["churn"]), "key", "alice", label_column="price")
     peer = Peer(table, KeyedHashAlignment(SECRET), state_dir=tmp_path)
     positions, is_test = plan
-    latents, _ = peer.embed(positions, is_test, FAST, run_id=11)
+    latents, _ = peer.embed(positions, is_test, FAST | {"latent-bits": bits}, run_id=11)
     assert (tmp_path / "alice" / "run-11" / "autoencoder.keras").is_file()
-    # New rows in another order, encoded later without refitting.
+    # New rows in another order, encoded later without refitting, in the same width.
     later = positions[::-3]
     encoded, metrics = peer.encode(later, train_run=11)
+    assert encoded.dtype == latents.dtype == {32: np.float32, 16: np.float16}[bits]
     np.testing.assert_array_equal(encoded, latents[::-3])
     assert metrics["rows"] == len(later)
 

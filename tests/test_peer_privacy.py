@@ -170,6 +170,34 @@ def test_release_noise_is_keyed_by_secret_run_and_entity():
                       secret=lambda: b"k", train_run=1).apply(rows, ["a", "b"], "p")
 
 
+def test_release_sends_latents_in_the_float_width_asked_for():
+    rows = np.array([[3.0, 4.0], [0.1, 0.2]], dtype=np.float32)
+    half = LatentRelease({"latent-bits": 16}, secret=None, train_run=1)
+    released, _ = half.apply(rows, ["a", "b"], "p")
+    assert released.dtype == np.float16
+    np.testing.assert_allclose(released, rows, rtol=2**-11)
+    assert half.settings() == {"latent-bits": 16.0}  # kept for prediction runs
+    with pytest.raises(PeerDataError, match=r"p: latent values up to 8e\+04 do not fit "
+                                            r"float16; set latent-bits = 32"):
+        half.apply(rows * 2e4, ["a", "b"], "p")
+    with pytest.raises(PeerDataError, match=r"p: latent-bits must be one of \[16, 32\], "
+                                            r"got 8"):
+        LatentRelease({"latent-bits": 8}, secret=None, train_run=1).apply(rows, ["a", "b"],
+                                                                          "p")
+
+
+def test_half_width_latents_halve_the_bytes_and_keep_the_metric():
+    config = RAW | {"encoder": "none"}
+    full, half = _aligned(config), _aligned(config | {"latent-bits": 16})
+    assert sum(half.result.bytes_received.values()) * 2 == sum(
+        full.result.bytes_received.values())
+    # Rounding to float16 (relative error 2**-11) barely moves the model.
+    assert half.result.metrics["accuracy"] == pytest.approx(
+        full.result.metrics["accuracy"], abs=0.005)
+    with pytest.raises(ValueError, match="latent-bits must be one of \\[16, 32\\], got 64"):
+        strategy_from_config(RAW | {"latent-bits": 64})
+
+
 # ------------------------------------------------------------------ the audit
 def test_audit_figures_reach_the_report_per_peer(tmp_path):
     strategy = _aligned(RAW | {"audit": True, "encoder": "autoencoder", "latent-dim": 4,

@@ -136,19 +136,30 @@ def test_read_latents_checks_the_width_it_was_trained_with(embed_request, latent
         protocol.read_latents(reply, "peer-1", 3, width=5)
 
 
-def test_latents_reply_sends_float32(embed_request, latents) -> None:
-    reply = protocol.latents_reply(embed_request, latents.astype(np.float64), {})
-    values, _ = protocol.read_latents(reply, "peer-1", 3)
+def test_latents_reply_sends_float32_or_float16_only(embed_request, latents) -> None:
+    with pytest.raises(ValueError, match="float32 or float16, not float64"):
+        protocol.latents_reply(embed_request, latents.astype(np.float64), {})
+
+
+def test_float16_latents_arrive_as_float32_at_half_the_bytes(embed_request,
+                                                             latents) -> None:
+    half = latents.astype(np.float16)
+    reply = over_the_wire(protocol.latents_reply(embed_request, half, {}))
+    assert reply.content["latents"]["latents"].numpy().nbytes == latents.nbytes // 2
+    values, _ = protocol.read_latents(reply, "peer-1", 3, bits=16)
     assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, half.astype(np.float32))
+    np.testing.assert_allclose(values, latents, rtol=2**-11)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
-def test_latents_of_the_wrong_dtype(embed_request, latents, dtype) -> None:
+@pytest.mark.parametrize(("dtype", "bits"), [(np.float64, 0), (np.int32, 0),
+                                             (np.float16, 32), (np.float32, 16)])
+def test_latents_of_the_wrong_dtype(embed_request, latents, dtype, bits) -> None:
     reply = protocol.latents_reply(embed_request, latents, {})
     _with_array(reply, "latents", "latents", latents.astype(dtype))
     with pytest.raises(PeerReplyError, match="peer-1: latents must be") as err:
-        protocol.read_latents(reply, "peer-1", 3)
-    assert np.dtype(dtype).name in str(err.value)
+        protocol.read_latents(reply, "peer-1", 3, bits=bits)
+    assert f"got (3, 2) {np.dtype(dtype).name}" in str(err.value)
     assert err.value.peer == "peer-1"
 
 
@@ -169,7 +180,7 @@ def test_latents_of_the_wrong_row_count(embed_request, latents, n_rows) -> None:
 
 
 def test_latents_without_columns(embed_request) -> None:
-    reply = protocol.latents_reply(embed_request, np.zeros((3, 0)), {})
+    reply = protocol.latents_reply(embed_request, np.zeros((3, 0), np.float32), {})
     with pytest.raises(PeerReplyError, match=r"peer-1: sent latents of shape \(3, 0\)"):
         protocol.read_latents(reply, "peer-1", 3)
 

@@ -18,7 +18,7 @@ from vfl_embed.datasets import load_dataset, vertical_split
 
 pytestmark = pytest.mark.slow
 DEMO_SECRET = "vfl-embed-demo-secret"
-PEERS, EPOCHS, BATCH, CUT = 2, 2, 64, 8
+PEERS, EPOCHS, BATCH, CUT, LATENT = 2, 2, 64, 8, 8
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,8 @@ def comparison(run_benchmark, tmp_path_factory) -> dict:
     run_benchmark("split_vs_oneshot.py", out, "--dataset", "digits", "--peers", str(PEERS),
                   "--split-config", f"epochs={EPOCHS}", f"batch-size={BATCH}",
                   f"cut-dim={CUT}", "learning-rate=0.005",
-                  "--oneshot-config", "epochs=20", "latent-dim=8", "--tolerance", "1.0")
+                  "--oneshot-config", "epochs=20", f"latent-dim={LATENT}", "latent-bits=16",
+                  "--tolerance", "1.0")
     result = json.loads((out / "split_vs_oneshot-digits.json").read_text())
     result["markdown"] = (out / "split_vs_oneshot-digits.md").read_text()
     return result
@@ -98,6 +99,10 @@ def test_comparison_finds_split_learnings_cost_at_equal_metric(comparison):
     assert comparison["engine"] == "simulation"
     assert split["entities"]["held_out"] == oneshot["entities"]["held_out"] > 0
     assert oneshot["rounds"] <= 3 < split["rounds"]
+    # One-shot's latents went up as float16: 2 bytes per value, once.
+    latent_bytes = oneshot["details"]["by_message_type"]["train.embed"]["up"]
+    assert latent_bytes == PEERS * oneshot["entities"]["aligned"] * LATENT * 2
+    assert oneshot["metrics"]["accuracy"] > 0.8
     first = split["details"]["curve"][0]
     assert equal["epoch"] == 1 and equal["metric"] == "accuracy"
     assert equal["split_bytes"] == first["payload_up"] + first["payload_down"]

@@ -256,7 +256,8 @@ def simulate(
 
     with LocalFederation(echo=echo, cpus_per_peer=cpus_per_peer) as federation, \
             _phases(progress) as shown:
-        shown.start(f"{dataset} {scenario}")
+        # Peer files are the data when given; the dataset argument is then unused.
+        shown.start(f"{'peer files' if 'data-paths' in settings else dataset} {scenario}")
         run = run_completed(federation, run_config(dataset, scenario, settings),
                             SCENARIOS[scenario].supernodes(int(peers)), shown.line)
     return load_report(run.report_path)

@@ -29,7 +29,7 @@ from .alignment import KeyedHashAlignment, PlainAlignment
 from .data import PeerDataError, Preprocessor
 from .latent_dp import GaussianLatentRelease
 from .privacy_audit import ReconstructionAudit, encoding_layout
-from .protocol import ALIGNMENT_MODES
+from .protocol import ALIGNMENT_MODES, LATENT_BITS, LATENT_DTYPES
 from .psi import PsiAlignment, PsiKey
 
 __all__ = ["LatentRelease", "audit_figures", "make_alignment",
@@ -105,7 +105,7 @@ def make_alignment(
 
 
 class LatentRelease:
-    """Differential privacy on the latents a peer releases, with per-row keyed noise.
+    """The latents a peer releases: their float width and differential privacy.
 
     Each row's noise is drawn from a generator keyed by the peer secret, the
     training run, the row's ID and its latent, so the server cannot
@@ -117,6 +117,7 @@ class LatentRelease:
     Parameters
     ----------
     settings : Mapping[str, object]
+        ``latent-bits`` (32 or 16: the float width the latents are sent in),
         ``dp-noise-multiplier`` (0 disables the release's noise and clipping),
         ``dp-clip-norm`` and ``dp-delta``.
     secret : Callable[[], bytes] | None
@@ -130,6 +131,7 @@ class LatentRelease:
         self, settings: Mapping[str, object], secret: Callable[[], bytes] | None,
         train_run: int,
     ) -> None:
+        self.bits = settings.get(LATENT_BITS, 32)
         self.noise_multiplier = float(settings.get("dp-noise-multiplier", 0.0))
         self.clip_norm = float(settings.get("dp-clip-norm", 1.0))
         self.delta = float(settings.get("dp-delta", 1e-5))
@@ -142,15 +144,27 @@ class LatentRelease:
         return self.noise_multiplier > 0
 
     def settings(self) -> dict[str, float]:
-        """Return the settings a peer keeps for prediction runs; empty without noise."""
+        """Return the settings a peer keeps for prediction runs."""
+        width = {LATENT_BITS: float(self.bits)}
         if not self.enabled:
-            return {}
-        return {"dp-noise-multiplier": self.noise_multiplier,
-                "dp-clip-norm": self.clip_norm, "dp-delta": self.delta}
+            return width
+        return width | {"dp-noise-multiplier": self.noise_multiplier,
+                        "dp-clip-norm": self.clip_norm, "dp-delta": self.delta}
 
     def apply(self, latents: np.ndarray, ids: Sequence[str], name: str) -> tuple[
             np.ndarray, dict[str, float]]:
-        """Return the released latents of the rows with ``ids``, and their DP figures."""
+        """Return the released latents of the rows with ``ids``, and their DP figures.
+
+        The latents come in the float width they are sent in.
+        """
+        if self.bits not in LATENT_DTYPES:
+            raise PeerDataError(f"{name}: latent-bits must be one of "
+                                f"{sorted(LATENT_DTYPES)}, got {self.bits}")
+        latents, figures = self._noised(latents, ids, name)
+        return _narrowed(latents, LATENT_DTYPES[self.bits], name), figures
+
+    def _noised(self, latents: np.ndarray, ids: Sequence[str], name: str) -> tuple[
+            np.ndarray, dict[str, float]]:
         if not self.enabled:
             return latents, {}
         if self._secret is None:
@@ -183,6 +197,14 @@ class LatentRelease:
             noise[row] = np.random.default_rng(
                 int.from_bytes(key, "little")).normal(0.0, sigma, latents.shape[1])
         return noise
+
+
+def _narrowed(latents: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    largest = float(np.abs(latents).max(initial=0.0))
+    if largest > float(np.finfo(dtype).max):
+        raise PeerDataError(f"{name}: latent values up to {largest:.3g} do not fit "
+                            f"{dtype}; set latent-bits = 32")
+    return np.ascontiguousarray(latents, dtype=dtype)
 
 
 def audit_figures(

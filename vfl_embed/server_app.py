@@ -36,7 +36,7 @@ _STOPPING_ERRORS = (PeerDataError, PeerReplyError, VerticalRunError)
 ENCODER_KEYS = (
     "encoder", "latent-dim", "hidden-sizes", "activation", "latent-activation",
     "loss", "learning-rate", "epochs", "max-steps", "batch-size", "validation-split",
-    "patience", "supervised-weight", "decorrelation-weight", "seed",
+    "patience", "supervised-weight", "decorrelation-weight", "seed", "latent-bits",
     "dp-noise-multiplier", "dp-clip-norm", "dp-delta", "audit", "audit-leak-fraction",
 )
 
