@@ -31,7 +31,7 @@ a real run does not have, so the figure flatters split learning.
     python benchmarks/split_vs_oneshot.py --name synthetic \
         --data-paths "data/s/peer-0.parquet;data/s/peer-1.parquet;data/s/peer-2.parquet" \
         --label-source peer --target target     # peer-0's file holds the label
-    python benchmarks/split_vs_oneshot.py --engine deployment --split-config epochs=3
+    python benchmarks/split_vs_oneshot.py --engine deployment --split-config epochs=11
 
 writes ``split_vs_oneshot-<name>[-deployment].json`` and ``.md`` under ``--out`` (default
 ``results/benchmarks``), each run's report under ``<out>/runs``.
