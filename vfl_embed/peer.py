@@ -160,8 +160,8 @@ class Peer:
         latents, privacy = release.apply(
             encoder.transform(x), self.table.ids[positions], self.name)
         seed = _peer_seed(int(config.get("seed", 42)), self.name)
-        privacy |= audit_figures(x, latents.astype(np.float32), preprocessor, encoder,
-                                 config, seed, self.name)
+        privacy |= audit_figures(x, latents.astype(np.float32, copy=False), preprocessor,
+                                 encoder, config, seed, self.name)
         if self.state_dir is not None and run_id is not None:
             self._save(PeerState(self.name, run_id, preprocessor, encoder,
                                  release.settings()))

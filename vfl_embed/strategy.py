@@ -196,10 +196,11 @@ class VerticalEmbedding(Strategy):
                              "which then cannot hold labels by ID: use label-source "
                              "'peer'")
         self.encoder_config = encoder_config or ConfigRecord()
-        if self.encoder_config.get(protocol.LATENT_BITS, 32) not in protocol.LATENT_DTYPES:
+        bits = self.encoder_config.get(protocol.LATENT_BITS, 32)
+        if bits not in protocol.LATENT_DTYPES:
             raise ValueError(f"{protocol.LATENT_BITS} must be one of "
-                             f"{sorted(protocol.LATENT_DTYPES)}, got "
-                             f"{self.encoder_config[protocol.LATENT_BITS]!r}")
+                             f"{sorted(protocol.LATENT_DTYPES)}, got {bits!r}")
+        self._latent_bits = int(bits)
         self.server_labels = server_labels
         self.task = task
         self.model = model
@@ -416,16 +417,15 @@ class VerticalEmbedding(Strategy):
         if node_id not in self._peers:
             raise PeerReplyError(f"node {node_id}", "is not a peer of this run")
         name = self._peers[node_id]
-        bits = int(self.encoder_config.get(protocol.LATENT_BITS, 32))
         latents, metrics = protocol.read_latents(reply, name, len(self._require_plan()),
-                                                 bits=bits)
+                                                 bits=self._latent_bits)
         privacy = {k.removeprefix(PRIVACY_PREFIX): v for k, v in metrics.items()
                    if k.startswith(PRIVACY_PREFIX)}
         self.result.peer_metrics[name] = {k: v for k, v in metrics.items()
                                           if not k.startswith(PRIVACY_PREFIX)}
         if privacy:
             self.result.privacy[name] = privacy
-        self.result.bytes_received[name] = latents.size * bits // 8
+        self.result.bytes_received[name] = latents.size * self._latent_bits // 8
         log(INFO, "[embed] %s: %d latent dims, reconstruction MAE %.4f, within 5%% "
             "%.1f%%", name, latents.shape[1], metrics.get("reconstruction-mae", np.nan),
             100 * metrics.get("within-5pct", np.nan))
