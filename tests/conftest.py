@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Flower federation per test session."""
+"""Shared fixtures: one local Flower federation per test session (per xdist worker)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,31 @@ settings.register_profile("long", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("VFL_FUZZ", "ci"))
 
+# Under pytest-xdist two workers share the 2 cores: one thread per library
+# per process, as busy-waiting OpenMP and TensorFlow pools that each expect
+# every core slow each other down many times over. Set before any test
+# imports them; subprocesses (Flower's) inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ |= {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+                   "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
 # Small but real settings: few epochs keep an end-to-end run near 30 s. The
 # privacy audit (about 2 s per peer) runs where a test asks for it.
 FAST = {"epochs": 15, "patience": 5, "batch-size": 128, "audit": False}
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every test that uses the local federation on one xdist worker.
+
+    Flower's managed local SuperLink listens on fixed ports, so two of them
+    cannot run at once; tests already in a group (the multi-host deployment
+    tests, group "hosts") keep theirs.
+    """
+    for item in items:
+        if "federation" in item.fixturenames and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("local-superlink"))
 
 
 @pytest.fixture(scope="session")

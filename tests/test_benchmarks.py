@@ -45,6 +45,7 @@ def test_federation_overhead_benchmark_runs_the_same_pipeline_both_ways(run_benc
 
 
 @pytest.mark.skipif(bool(unavailable_reason()), reason=unavailable_reason())
+@pytest.mark.xdist_group("hosts")  # builds hosts in 198.18.0.0/24, as test_deployment.py
 def test_split_vs_oneshot_benchmark_runs_on_the_deployment_engine(run_benchmark, tmp_path):
     # One mini-batch per epoch: few rounds, since a SuperNode polls every 3 s.
     run_benchmark("split_vs_oneshot.py", tmp_path, "--engine", "deployment", "--dataset",

@@ -139,6 +139,11 @@ def test_simulate_prints_held_out_metrics_and_the_report(simulate_run):
     report = load_report(path)
     assert sorted(report.raw["peers"]) == [f"peer-{i}" for i in range(5)]
     assert report.metrics["accuracy"] > 0.85
+    assert set(report.metrics) == {"accuracy", "macro-f1", "roc-auc"}
+    # Each peer holds 95 % of 1,797 entities; all five share about 0.95^5.
+    assert abs(report.raw["entities"]["aligned"] - 1797 * 0.95**5) < 0.05 * 1797
+    assert (path.parent / "report.png").stat().st_size > 10_000
+    assert (path.parent / "downstream_model.joblib").exists()
     assert report.raw["run_config"]["latent-dim"] == 8
     assert re.search(rf"│ accuracy │ +{report.metrics['accuracy']:.4f} │", simulate_run.stdout)
     assert "classification with logistic on 5 peers" in simulate_run.stdout

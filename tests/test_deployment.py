@@ -9,6 +9,7 @@ authentication, started with the commands of :mod:`vfl_embed.deployment`.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -22,10 +23,13 @@ from vfl_embed.credentials import make_credentials
 from vfl_embed.datasets import ID_COLUMN, write_peer_files
 from vfl_embed.host_deployment import HostDeployment, wait_for
 from vfl_embed.host_network import HostNetwork, unavailable_reason
+from vfl_embed.in_process import run_in_process
 from vfl_embed.local_federation import PROJECT_ROOT, LocalRun
 
 pytestmark = [
     pytest.mark.slow,
+    # One worker at a time builds hosts in 198.18.0.0/24 (see conftest.py).
+    pytest.mark.xdist_group("hosts"),
     pytest.mark.skipif(bool(unavailable_reason()), reason=unavailable_reason()),
 ]
 
@@ -35,7 +39,7 @@ HOSTS = {"superlink": 1, "operator": 2, "org1": 11, "org2": 12, "org3": 13,
 SECRET = "deployment-test-secret"
 TARGET = "log_sale_price"
 CONNECTION = "vfl-deploy"
-TIMEOUT = 40.0  # run-config timeout in the fault tests
+TIMEOUT = 60.0  # run-config timeout of the fault test (peers share 2 busy cores)
 
 
 class Deployment(HostDeployment):
@@ -46,7 +50,6 @@ class Deployment(HostDeployment):
         make_credentials(root / "other-ca", [network.addresses["superlink"]], ["rogue"])
         (root / "secret.txt").write_text(SECRET + "\n")
         self.data = write_peer_files("ames", ORGS, root / "data")
-        self.dead: set[str] = set()
 
     def node_config(self, host: str) -> str:
         """An organization's peer file (a stranger gets org1's); org1 holds the label."""
@@ -60,19 +63,6 @@ class Deployment(HostDeployment):
         """Kill every process of ``host``, as if the machine died."""
         for pid in self.network.pids(host):
             os.kill(pid, 9)
-        self.dead.add(host)
-
-    def revive(self, org: str) -> None:
-        """Restart a killed organization's SuperNode; wait until it is connected.
-
-        The SuperLink refuses a key whose node it still believes online, so
-        wait until it has marked the killed node offline (missed heartbeats).
-        """
-        wait_for(lambda: self.online() < 3, 150, f"the killed {org} stayed online",
-                 self.log("superlink"))
-        self.start_supernode(org, self.node_config(org))
-        wait_for(lambda: self.online() == 3, 90, f"{org} did not reconnect", self.log(org))
-        self.dead.discard(org)
 
     def run_app(self, config: dict, on_line=None) -> tuple[str, LocalRun]:
         """Run this project's app with the test settings and ``config``."""
@@ -90,21 +80,25 @@ def federation_hosts(tmp_path_factory):
         yield fed
 
 
-def test_deployment_run_equals_simulation(federation_hosts, run_app):
+@pytest.mark.usefixtures("server_identity")
+def test_deployment_run_equals_the_in_process_run(federation_hosts):
+    """Five hosts give the numbers of one process: the in-process run is the
+    simulation's pipeline without Flower's runtime, bit for bit equal to a
+    simulation run (test_benchmarks.py, test_faults.py). It needs no local
+    SuperLink, so this module can run beside the simulation tests."""
     fed = federation_hosts
     status, run = fed.run_app({})
     print(f"\n[deployment] 3-peer Ames run over TLS on 5 hosts: {run.seconds:.1f} s")
     assert status == "finished:completed", run.output[-3000:]
     deployed = run.report
 
-    simulated = run_app(3, **{
-        "dataset": "", "data-paths": ";".join(map(str, fed.data)),
+    one_process = json.loads(run_in_process(FAST | {
+        "dataset": "", "data-paths": ";".join(map(str, fed.data)), "num-peers": 3,
         "label-source": "peer", "target": TARGET, "alignment-secret": SECRET,
-    })
-    assert simulated.returncode == 0, simulated.output[-3000:]
-    print(f"[deployment] the same run in simulation: {simulated.seconds:.1f} s")
-    assert deployed["entities"] == simulated.report["entities"]
-    assert deployed["held_out_metrics"] == simulated.report["held_out_metrics"]
+        "results-dir": str(fed.root / "in-process"),
+    }, num_peers=3).read_text())
+    assert deployed["entities"] == one_process["entities"]
+    assert deployed["held_out_metrics"] == one_process["held_out_metrics"]
     assert deployed["held_out_metrics"]["r2"] > 0.7
     print(f"[deployment] held-out R2 {deployed['held_out_metrics']['r2']!r} in both")
     # The server got latents, never rows: no peer file reached its host.
@@ -129,11 +123,11 @@ def test_supernode_trusting_another_ca_cannot_connect(federation_hosts):
               60, "a SuperNode trusting another CA connected", fed.log("wrongca"))
 
 
-@pytest.mark.parametrize("min_peers", [0, 2])
-def test_supernode_killed_mid_run(federation_hosts, min_peers):
+def test_supernode_killed_mid_run_is_left_out(federation_hosts):
+    """A host dies while the peers fit their encoders: with min-peers=2 the run
+    goes on without it. (A run that cannot spare the peer stops naming it; the
+    strategy's side of that is tested in-process in test_faults.py.)"""
     fed = federation_hosts
-    if "org3" in fed.dead:  # killed in the previous case
-        fed.revive("org3")
     killed_at = []
 
     def kill_during_embed(line: str) -> None:
@@ -141,28 +135,20 @@ def test_supernode_killed_mid_run(federation_hosts, min_peers):
             fed.kill_host("org3")
             killed_at.append(time.monotonic())
 
-    status, run = fed.run_app({"timeout": TIMEOUT, "min-peers": min_peers},
-                              kill_during_embed)
+    status, run = fed.run_app({"timeout": TIMEOUT, "min-peers": 2}, kill_during_embed)
     assert killed_at, run.output[-3000:]
     waited = time.monotonic() - killed_at[0]
-    print(f"\n[deployment] min-peers={min_peers}: run ended {waited:.0f} s after the "
-          "kill")
-    assert waited < TIMEOUT + 30, run.output[-3000:]
-    if min_peers == 0:
-        assert status == "finished:failed", run.output[-3000:]
-        assert ("peer-2: did not answer the embed phase within 40 s, or the SuperLink "
-                "lost it") in run.output, run.output[-3000:]
-        # The stopped run keeps what it finished: the two peers' embeddings.
-        report = run.report
-        assert (report["status"], report["phase"]) == ("failed", "fit-embed")
-        assert sorted(report["peers"]) == ["peer-0", "peer-1"]
-    else:
-        assert status == "finished:completed", run.output[-3000:]
-        report = run.report
-        assert sorted(report["peers"]) == ["peer-0", "peer-1"]
-        assert list(report["dropped_peers"]) == ["peer-2"]
-        markdown = run.report_path.with_name("report.md").read_text()
-        assert "Finished without peer-2" in markdown
+    print(f"\n[deployment] run ended {waited:.0f} s after the kill")
+    # One timeout for the dead peer, then learning and the report; not a second wait.
+    assert waited < 2 * TIMEOUT, run.output[-3000:]
+    assert status == "finished:completed", run.output[-3000:]
+    report = run.report
+    assert sorted(report["peers"]) == ["peer-0", "peer-1"]
+    assert report["dropped_peers"] == {
+        "peer-2": f"did not answer the embed phase within {TIMEOUT:.0f} s, or the SuperLink "
+                  "lost it"}
+    markdown = run.report_path.with_name("report.md").read_text()
+    assert "Finished without peer-2" in markdown
 
 
 def test_network_leaves_nothing_behind(tmp_path):

@@ -15,36 +15,6 @@ pytestmark = pytest.mark.slow
 DEMO_SECRET = "vfl-embed-demo-secret"
 
 
-# 3 peers: test_faults, the determinism and leak tests; 5 peers: test_cli.py.
-@pytest.mark.parametrize("num_peers", [2])
-def test_n_peers_metrics_land_in_report(run_app, num_peers):
-    run = run_app(num_peers, dataset="digits", model="logistic", **{"latent-dim": 8})
-    assert run.returncode == 0, run.output[-3000:]
-    report = run.report
-    assert sorted(report["peers"]) == [f"peer-{i}" for i in range(num_peers)]
-    assert report["held_out_metrics"]["accuracy"] > 0.85
-    assert set(report["held_out_metrics"]) == {"accuracy", "macro-f1", "roc-auc"}
-    # Each peer holds 95 % of 1,797 entities; all of them share about 0.95^N.
-    expected = 1797 * 0.95**num_peers
-    assert abs(report["entities"]["aligned"] - expected) < 0.05 * 1797
-    assert (run.report_path.parent / "report.png").stat().st_size > 10_000
-    assert (run.report_path.parent / "downstream_model.joblib").exists()
-    for phase in ("[align]", "[embed]", "[learn]"):
-        assert phase in run.output
-
-
-def test_same_command_twice_gives_same_metrics(run_app):
-    """Determinism, on a run whose labels come from a label-holding peer."""
-    first = run_app(3, dataset="titanic", **{"label-source": "peer"})
-    second = run_app(3, dataset="titanic", **{"label-source": "peer"})
-    assert first.returncode == second.returncode == 0, second.output[-3000:]
-    assert "[align] asking peer-0 for the labels of aligned rows" in first.output
-    assert first.report["held_out_metrics"]["accuracy"] > 0.7
-    assert first.report["held_out_metrics"] == second.report["held_out_metrics"]
-    assert first.report["peers"]["peer-1"]["reconstruction-mae"] == (
-        second.report["peers"]["peer-1"]["reconstruction-mae"])
-
-
 def _affine_copies(latents: np.ndarray, raw: pd.DataFrame) -> list[str]:
     """Raw numeric columns that some latent column reproduces up to scale."""
     copies = []
@@ -117,6 +87,7 @@ def test_psi_run_joins_like_keyed_hash_and_leaks_nothing(run_app, tmp_path):
                   **{"message-log-dir": str(log_dir)})
     assert run.returncode == 0, run.output[-3000:]
     assert "[align] PSI round 3 of 3" in run.output
+    assert "[align] asking peer-0 for the labels of aligned rows" in run.output
     assert run.report["alignment"] == "psi"
     assert run.report["held_out_metrics"]["accuracy"] > 0.85
     assert _leaks(log_dir, dataset) == []
@@ -184,11 +155,18 @@ def _stopped_with(run, *messages: str) -> dict:
     return report
 
 
-def test_user_files_run(run_app, peer_files):
+def test_same_command_twice_gives_same_metrics(run_app, peer_files):
+    """Determinism, on a run of a user's own files and label file."""
     paths, labels = peer_files
-    run = _run_files(run_app, paths, labels)
-    assert run.returncode == 0, run.output[-3000:]
-    assert run.report["held_out_metrics"]["accuracy"] > 0.7
+    first = _run_files(run_app, paths, labels)
+    second = _run_files(run_app, paths, labels)
+    assert first.returncode == second.returncode == 0, second.output[-3000:]
+    assert first.report["held_out_metrics"]["accuracy"] > 0.7
+    assert first.report["held_out_metrics"] == second.report["held_out_metrics"]
+    assert first.report["peers"]["peer-1"]["reconstruction-mae"] == (
+        second.report["peers"]["peer-1"]["reconstruction-mae"])
+    for phase in ("[align]", "[embed]", "[learn]"):
+        assert phase in first.output
 
 
 def test_every_broken_peer_is_named_in_one_stop(run_app, peer_files):
