@@ -126,6 +126,16 @@ def test_header_line_missing(tmp_path) -> None:
     assert "e0" not in message
 
 
+def test_blank_first_line_is_refused_without_the_line_after_it(tmp_path) -> None:
+    # With the header line blank, pandas would read the first data row as the
+    # column names, and "columns are [...]" would send that row to the server.
+    path = _csv(tmp_path, "\ne0,Lyon\ne1,Porto\n")
+    message = _message(path)
+    assert message.endswith("starts with 1 blank line(s); the first line must name the "
+                            "columns")
+    assert "e0" not in message and "Lyon" not in message
+
+
 def test_missing_label_column_gets_a_hint(tmp_path) -> None:
     path = _csv(tmp_path, _table(Price=[str(i) for i in range(12)]))
     assert _message(path, label_column="price").endswith(

@@ -150,9 +150,14 @@ def _read_csv(data: bytes, source: _Source) -> pd.DataFrame:
         line = data.count(b"\n", 0, err.start) + 1
         raise source.file_error(f"is not UTF-8 (line {line}); save it as UTF-8") from err
     delimiter = _sniff_delimiter(text)
-    header = next(_csv_records(text, delimiter), (0, []))[1]
+    first_line, header = next(_csv_records(text, delimiter), (0, []))
     if not header:
         raise source.file_error("is empty (no header line)")
+    if first_line > 1:
+        # pandas would take the first line after the blank ones for the header:
+        # if that line is data, the column names in later messages would be too.
+        raise source.file_error(f"starts with {first_line - 1} blank line(s); the first "
+                                "line must name the columns")
     _check_unique_names([_clean_name(name) for name in header], source)
     try:
         with warnings.catch_warnings():
