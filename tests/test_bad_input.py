@@ -105,12 +105,15 @@ def test_damaged_parquet(tmp_path) -> None:
 # ---------------------------------------------------------- 2. ID column
 @pytest.mark.parametrize(("header", "hint"), [("Id", "Id"), (" ID ", "ID"),
                                               ("ids", "ids"), ("key", "")])
-def test_renamed_id_column_is_named_with_a_hint(tmp_path, header, hint) -> None:
+def test_renamed_id_column_is_named_with_a_hint(tmp_path, caplog, header, hint) -> None:
     path = _csv(tmp_path, _table().replace("id,", f"{header},", 1))
     message = _message(path)
-    assert "ID column 'id' not found; columns are [" in message
-    assert "'x', 'city']" in message
-    assert message.endswith(f"; did you mean '{hint}'?" if hint else "]")
+    assert message.endswith("ID column 'id' not found among the 3 column names (the peer's "
+                            "log lists them)")
+    # The names and the hint go to the peer's own log only.
+    logged = f"{message.split(': ID')[0]}: ID column 'id' not found; columns are ["
+    assert logged in caplog.text and "'x', 'city']" in caplog.text
+    assert (f"; did you mean '{hint}'?" in caplog.text) == bool(hint)
 
 
 def test_id_column_with_spaces_is_accepted(tmp_path) -> None:
@@ -122,7 +125,7 @@ def test_id_column_with_spaces_is_accepted(tmp_path) -> None:
 def test_header_line_missing(tmp_path) -> None:
     path = _csv(tmp_path, _table().split("\n", 1)[1])
     message = _message(path)
-    assert "some column names are numbers: the first line must name the columns" in message
+    assert message.endswith("; some are numbers: the first line must name the columns")
     assert "e0" not in message
 
 
@@ -136,16 +139,29 @@ def test_blank_first_line_is_refused_without_the_line_after_it(tmp_path) -> None
     assert "e0" not in message and "Lyon" not in message
 
 
-def test_missing_label_column_gets_a_hint(tmp_path) -> None:
+def test_missing_label_column_gets_a_hint(tmp_path, caplog) -> None:
     path = _csv(tmp_path, _table(Price=[str(i) for i in range(12)]))
     assert _message(path, label_column="price").endswith(
-        "label column 'price' not found; columns are ['id', 'x', 'city', 'Price']; "
-        "did you mean 'Price'?")
+        "label column 'price' not found among the 4 column names (the peer's log lists them)")
+    assert ("label column 'price' not found; columns are ['id', 'x', 'city', 'Price']; "
+            "did you mean 'Price'?") in caplog.text
 
 
-def test_repeated_column_names(tmp_path) -> None:
+def test_headerless_text_row_stays_in_the_peer(tmp_path, caplog) -> None:
+    # A file without its header line: its first row is read as the names.
+    rows = "".join(f"e{i},Porto,Oslo\n" for i in range(1, 6))
+    for first in ("e0,Lyon,Oslo", "e0,Lyon,Lyon"):  # no ID column; a repeated name
+        assert "Lyon" not in _message(_csv(tmp_path, f"{first}\n{rows}"))
+    assert "columns are ['e0', 'Lyon', 'Oslo']" in caplog.text
+    assert "column name(s) ['Lyon'] appear more than once" in caplog.text
+
+
+def test_repeated_column_names(tmp_path, caplog) -> None:
     path = _csv(tmp_path, _table().replace("x,city", "x,x "))
-    assert "column name(s) ['x'] appear more than once" in _message(path)
+    assert _message(path).endswith("1 column name(s) appear more than once (after trimming "
+                                   "spaces; the peer's log names them); give each column "
+                                   "its own name")
+    assert "column name(s) ['x'] appear more than once" in caplog.text
 
 
 # ------------------------------------------------- 3. missing and duplicate IDs

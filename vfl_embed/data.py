@@ -333,22 +333,27 @@ def _check_unique_names(names: list[str], source: _Source) -> None:
     counts = pd.Series(names, dtype=object).value_counts()
     repeated = list(counts.index[counts > 1])
     if repeated:
-        raise source.error(f"column name(s) {_preview(repeated)} appear more than once "
-                           "(after trimming spaces); give each column its own name")
+        # Names stay in the peer's log: in a file without a header line they are data.
+        source.warn(f"column name(s) {_preview(repeated)} appear more than once")
+        raise source.error(f"{len(repeated)} column name(s) appear more than once (after "
+                           "trimming spaces; the peer's log names them); give each column "
+                           "its own name")
 
 
 def _require_column(columns: pd.Index, name: str, role: str, source: _Source) -> None:
     if name in columns:
         return
     names = [str(c) for c in columns]
-    if pd.to_numeric(pd.Series(names, dtype=object), errors="coerce").notna().any():
-        # Then the "names" may be a first data row: they must not be sent.
-        raise source.error(f"{role} '{name}' not found, and some column names are "
-                           "numbers: the first line must name the columns")
     folded = {n.casefold(): n for n in reversed(names)}  # the first of equals wins
     close = difflib.get_close_matches(name.casefold(), list(folded), n=1)
     hint = f"; did you mean '{folded[close[0]]}'?" if close else ""
-    raise source.error(f"{role} '{name}' not found; columns are {_preview(names)}{hint}")
+    # In a file without a header line the "names" are its first data row: they
+    # and the hint stay in the peer's log, out of the message the server gets.
+    source.warn(f"{role} '{name}' not found; columns are {_preview(names)}{hint}")
+    numeric = pd.to_numeric(pd.Series(names, dtype=object), errors="coerce").notna().any()
+    why = "; some are numbers: the first line must name the columns" if numeric else ""
+    raise source.error(f"{role} '{name}' not found among the {len(names)} column names "
+                       f"(the peer's log lists them){why}")
 
 
 def _checked_ids(values: pd.Series, column: str, source: _Source) -> np.ndarray:
