@@ -40,6 +40,8 @@ SECRET = "deployment-test-secret"
 TARGET = "log_sale_price"
 CONNECTION = "vfl-deploy"
 TIMEOUT = 60.0  # run-config timeout of the fault test (peers share 2 busy cores)
+# Run config of every deployed run and of the in-process run it is compared with.
+SETTINGS = FAST | {"label-source": "peer", "num-peers": 3}
 
 
 class Deployment(HostDeployment):
@@ -66,8 +68,7 @@ class Deployment(HostDeployment):
 
     def run_app(self, config: dict, on_line=None) -> tuple[str, LocalRun]:
         """Run this project's app with the test settings and ``config``."""
-        config = FAST | {"label-source": "peer", "num-peers": 3,
-                         "results-dir": str(self.root / "results")} | config
+        config = SETTINGS | {"results-dir": str(self.root / "results")} | config
         return self.run(PROJECT_ROOT, config, on_line)
 
 
@@ -92,10 +93,9 @@ def test_deployment_run_equals_the_in_process_run(federation_hosts):
     assert status == "finished:completed", run.output[-3000:]
     deployed = run.report
 
-    one_process = json.loads(run_in_process(FAST | {
-        "dataset": "", "data-paths": ";".join(map(str, fed.data)), "num-peers": 3,
-        "label-source": "peer", "target": TARGET, "alignment-secret": SECRET,
-        "results-dir": str(fed.root / "in-process"),
+    one_process = json.loads(run_in_process(SETTINGS | {
+        "dataset": "", "data-paths": ";".join(map(str, fed.data)), "target": TARGET,
+        "alignment-secret": SECRET, "results-dir": str(fed.root / "in-process"),
     }, num_peers=3).read_text())
     assert deployed["entities"] == one_process["entities"]
     assert deployed["held_out_metrics"] == one_process["held_out_metrics"]
