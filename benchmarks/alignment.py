@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vfl_embed.alignment import KeyedHashAlignment, PlainAlignment, intersect
-from vfl_embed.psi import PsiAlignment, PsiKey, blind, hash_to_group, reference_protocol
+from vfl_embed.wire.alignment import KeyedHashAlignment, PlainAlignment, intersect
+from vfl_embed.wire.psi import PsiAlignment, PsiKey, blind, hash_to_group, reference_protocol
 
 MODES = ("plain", "keyed-hash", "psi")
 TEST_FRACTION, SPLIT_SEED = 0.2, 42

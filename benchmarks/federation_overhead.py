@@ -7,7 +7,7 @@ seed, and reports the ratio of their wall times:
 - Flower: ``flwr run`` on a local simulation federation (SuperLink,
   simulation engine, Ray actors, gRPC), with Flower's default of 2 cores
   per SuperNode, so on this 2-core machine one peer works at a time;
-- in process: :func:`vfl_embed.in_process.run_in_process` in a fresh Python
+- in process: :func:`vfl_embed.testing.in_process.run_in_process` in a fresh Python
   process (the ServerApp's ``main`` and the peers' ClientApp, messages
   serialized as on the wire, peers one after another).
 
@@ -35,13 +35,13 @@ from pathlib import Path
 from run_settings import config_pairs, machine
 from scale import parse_shape, synthetic_run_config
 
-from vfl_embed.local_federation import LocalFederation
-from vfl_embed.scenarios import run_completed
-from vfl_embed.synthetic import SyntheticVerticalTable
+from vfl_embed.data.synthetic import SyntheticVerticalTable
+from vfl_embed.run.local_federation import LocalFederation
+from vfl_embed.run.scenarios import run_completed
 
 
 def _in_process_child(config: dict, peers: int, queue: multiprocessing.Queue) -> None:
-    from vfl_embed.in_process import run_in_process  # the child's own flwr and TF
+    from vfl_embed.testing.in_process import run_in_process
 
     queue.put(str(run_in_process(config, peers)))
 

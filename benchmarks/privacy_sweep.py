@@ -22,7 +22,7 @@ from pathlib import Path
 from run_settings import machine
 
 from vfl_embed import simulate
-from vfl_embed.scenarios import DATASETS
+from vfl_embed.run.scenarios import DATASETS
 
 # Each setting: a label and its run-config keys (on top of the dataset's defaults).
 SETTINGS = {

@@ -1,7 +1,7 @@
 r"""Scale: the whole app on synthetic vertical tables of growing size.
 
 For every shape ``PEERSxENTITIESxCOLUMNS`` (columns per peer) this writes a
-seeded synthetic table (:class:`vfl_embed.synthetic.SyntheticVerticalTable`;
+seeded synthetic table (:class:`vfl_embed.data.synthetic.SyntheticVerticalTable`;
 peer 0's file holds the target, which needs the columns of several peers)
 and runs it through the real Flower simulation (``vfl_embed.simulate``,
 label from peer 0, privacy audit off). It reports the wall time of the
@@ -31,7 +31,7 @@ from pathlib import Path
 from run_settings import MB, config_pairs, machine
 from split_vs_oneshot import SimulationRunner, run_oneshot
 
-from vfl_embed.synthetic import SyntheticVerticalTable
+from vfl_embed.data.synthetic import SyntheticVerticalTable
 
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 GIB = 2**30

@@ -5,7 +5,7 @@ held-out split (built-in dataset, 3 peers, ``vertical_split`` with the same
 seed and coverage; keyed-hash alignment), on a local simulation federation
 or, with ``--engine deployment`` (root), on Flower's Deployment Engine: a
 SuperLink and a SuperNode per peer, each on a network host of its own
-(:mod:`vfl_embed.host_deployment`), peer-0 holding the label column.
+(:mod:`vfl_embed.testing.host_deployment`), peer-0 holding the label column.
 
 - split learning: the Flower App in ``benchmarks/split_learning`` (bottom MLP
   per peer, top MLP on the server, two exchanges per mini-batch);
@@ -55,13 +55,15 @@ from typing import Protocol
 import numpy as np
 from run_settings import MB, config_pairs, machine
 
-from vfl_embed import deployment
-from vfl_embed.datasets import load_dataset, write_peer_files
-from vfl_embed.host_deployment import HostDeployment
-from vfl_embed.host_network import HostNetwork, unavailable_reason
-from vfl_embed.local_federation import PROJECT_ROOT, LocalFederation, LocalRun
-from vfl_embed.message_log import read_message_log
-from vfl_embed.scenarios import RunFailedError, run_completed
+from vfl_embed.data.datasets import load_dataset, write_peer_files
+from vfl_embed.deploy import commands as deployment
+from vfl_embed.deploy.flwr_commands import PROJECT_ROOT, LocalRun
+from vfl_embed.errors import RunFailedError
+from vfl_embed.peer.message_log import read_message_log
+from vfl_embed.run.local_federation import LocalFederation
+from vfl_embed.run.scenarios import run_completed
+from vfl_embed.testing.host_deployment import HostDeployment
+from vfl_embed.testing.host_network import HostNetwork, unavailable_reason
 
 SPLIT_APP = Path(__file__).resolve().parent / "split_learning"
 DEMO_SECRET = "vfl-embed-demo-secret"  # both apps' default alignment-secret

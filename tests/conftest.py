@@ -12,7 +12,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, settings
 
-from vfl_embed.local_federation import LocalFederation
+from vfl_embed.peer.runtime import simulated_runtime
+from vfl_embed.run.local_federation import LocalFederation
 
 # Property-based tests: a short run by default (CI), a long one with
 # VFL_FUZZ=long (see README, "Robustness").
@@ -98,3 +99,10 @@ def set_server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ServerApp identity for one test; see :func:`set_server_identity`."""
     set_server_identity(monkeypatch)
+
+
+@pytest.fixture
+def simulated():
+    """Run the test's ClientApp calls as simulated peers (as Flower's engine does)."""
+    with simulated_runtime():
+        yield

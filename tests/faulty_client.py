@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import numpy as np
 from flwr.app import Array, Context, Message
@@ -18,7 +19,8 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from vfl_embed import client_app as honest
-from vfl_embed import protocol
+from vfl_embed.peer.peer import Peer
+from vfl_embed.wire import protocol
 
 Spoiler = Callable[[Message, Context], Message]
 
@@ -78,10 +80,21 @@ def fault_of(context: Context) -> str:
     return ""
 
 
+def _bug(*args: object, **kwargs: object) -> None:
+    raise ValueError("a bug whose message quotes the peer's data: x9q")
+
+
 def misbehave(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """A Flower mod: answer honestly, then spoil this peer's embed reply."""
-    reply = call_next(message, context)
+    """A Flower mod: answer honestly, then spoil this peer's embed reply.
+
+    The fault ``bug`` instead makes the peer's own embedding raise an
+    unexpected exception whose text quotes a value.
+    """
     fault = fault_of(context)
+    if fault == "bug" and message.metadata.message_type == protocol.TRAIN_EMBED:
+        with mock.patch.object(Peer, "embed", _bug):
+            return call_next(message, context)
+    reply = call_next(message, context)
     if fault and message.metadata.message_type == protocol.TRAIN_EMBED:
         return FAULTS[fault](reply, context)
     return reply

@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterable
 from flwr.app import Message
 from flwr.clientapp import ClientApp
 
-from vfl_embed import in_process
+from vfl_embed.testing import in_process
 
 Tamper = Callable[[list[Message], list[Message]], list[Message]]
 over_the_wire = in_process.over_the_wire
 
 
 class InProcessGrid(in_process.InProcessGrid):
-    """:class:`vfl_embed.in_process.InProcessGrid` whose replies ``tamper`` may change."""
+    """The in-process grid, with replies that ``tamper`` may change."""
 
     def __init__(self, app: ClientApp, run_config: dict, num_peers: int,
                  tamper: Tamper | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.alignment: keyed pseudonyms and the server's intersection."""
+"""Tests of vfl_embed.wire.alignment: keyed pseudonyms and the server's intersection."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import hmac
 import numpy as np
 import pytest
 
-from vfl_embed.alignment import PSEUDONYM_BYTES, KeyedHashAlignment, intersect
+from vfl_embed.wire.alignment import PSEUDONYM_BYTES, KeyedHashAlignment, intersect
 
-SECRET = "shared-by-peers"
+SECRET = "shared-by-the-peers"
 
 
 @pytest.fixture
@@ -86,10 +86,14 @@ def test_no_ids_give_an_empty_matrix(alignment: KeyedHashAlignment) -> None:
     assert alignment.pseudonymize([]).shape == (0, 32)
 
 
-@pytest.mark.parametrize("secret", ["", b""])
-def test_empty_secret_raises(secret: str | bytes) -> None:
-    with pytest.raises(ValueError, match="secret must not be empty"):
+@pytest.mark.parametrize("secret", ["", b"", "x", "fifteen-bytes!!", b"\x00" * 15])
+def test_guessable_secrets_are_refused(secret: str | bytes) -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
         KeyedHashAlignment(secret)
+
+
+def test_a_sixteen_byte_secret_is_accepted() -> None:
+    assert KeyedHashAlignment(b"\x00" * 16).pseudonymize(["a"]).shape == (1, 32)
 
 
 # ----------------------------------------------------------------- intersect

@@ -1,4 +1,4 @@
-"""Property-based tests of vfl_embed.alignment: random peer tables, any overlap.
+"""Property-based tests of vfl_embed.wire.alignment: random peer tables, any overlap.
 
 The profile loaded in conftest.py sets the number of examples (``VFL_FUZZ=long``
 for a long run).
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from vfl_embed.alignment import PSEUDONYM_BYTES, KeyedHashAlignment, intersect
+from vfl_embed.wire.alignment import PSEUDONYM_BYTES, KeyedHashAlignment, intersect
 
 MAX_PEERS = 6
 
@@ -26,7 +26,7 @@ ids = st.one_of(
     st.text(st.characters(exclude_categories=("Z", "Cc")), min_size=1, max_size=12),
     st.integers().map(str),
 )
-secrets = st.one_of(st.text(min_size=1, max_size=16), st.binary(min_size=1, max_size=16))
+secrets = st.one_of(st.text(min_size=16, max_size=40), st.binary(min_size=16, max_size=40))
 fractions = st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True)
 seeds = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -163,7 +163,7 @@ def test_a_single_peer_aligns_all_its_rows(rows, secret, fraction, seed) -> None
 @given(rows=st.lists(ids, unique=True, min_size=1, max_size=20), fraction=fractions,
        seed=seeds, wide=st.integers(min_value=2**63) | st.integers(max_value=-(2**63) - 1))
 def test_seeds_are_64_bit_integers(rows, fraction, seed, wide) -> None:
-    sent = KeyedHashAlignment("s").pseudonymize(rows)
+    sent = KeyedHashAlignment("secret-of-the-peers").pseudonymize(rows)
     as_int = intersect({"solo": sent}, fraction, seed).is_test
     as_numpy = intersect({"solo": sent}, fraction, np.int64(seed)).is_test
     np.testing.assert_array_equal(as_numpy, as_int)
@@ -182,7 +182,7 @@ def _strict_utf8(text: str | bytes) -> bytes | None:
 
 @given(rows=st.lists(ids, unique=True, max_size=20), secret=secrets)
 @example(rows=["\ud800", "\udcff", "\ud83d\ude00", "\U0001f600", "", "0", "-0"],
-         secret="\udcff")
+         secret="\udcff" * 6)
 def test_distinct_ids_give_distinct_hmac_pseudonyms(rows, secret) -> None:
     sent = KeyedHashAlignment(secret).pseudonymize(rows)
     assert sent.shape == (len(rows), PSEUDONYM_BYTES)

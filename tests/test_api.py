@@ -12,15 +12,8 @@ import pytest
 from test_charts import in_process_report
 
 import vfl_embed
-from vfl_embed.api import (
-    RunReport,
-    load_report,
-    paper,
-    predict,
-    scenario_frame,
-    simulate,
-)
-from vfl_embed.scenarios import scenario_row
+from vfl_embed.run.api import RunReport, load_report, paper, predict, scenario_frame, simulate
+from vfl_embed.run.scenarios import scenario_row
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.autoencoder: architecture, training, metrics."""
+"""Tests of vfl_embed.peer.autoencoder: architecture, training, metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vfl_embed.autoencoder import (
+from vfl_embed.peer.autoencoder import (
     Autoencoder,
     IdentityEncoder,
     build_autoencoder,
@@ -334,7 +334,7 @@ def test_decorrelated_autoencoder_is_seeded_and_saves_plainly(low_rank, tmp_path
     np.save(tmp_path / "x.npy", x)
     script = (
         "import numpy as np\n"
-        "from vfl_embed.autoencoder import Autoencoder\n"
+        "from vfl_embed.peer.autoencoder import Autoencoder\n"
         f"model = Autoencoder.load({str(path)!r})\n"
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, model.decode(model.transform(x)))\n"

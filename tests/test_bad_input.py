@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.data import PeerDataError, PeerTable, Preprocessor, read_table
+from vfl_embed.data.tables import PeerTable, read_table
+from vfl_embed.errors import PeerDataError
+from vfl_embed.peer.preprocessing import Preprocessor
 
-SECRET = "S3CRET"  # a marker cell value that must never reach a message
+SECRET = "S3CRET-for-bad-input-tests"  # a marker cell value that must never reach a message
 
 
 def _csv(tmp_path, text: str, name: str = "alice.csv", encoding: str = "utf-8"):

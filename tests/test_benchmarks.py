@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from vfl_embed.host_network import unavailable_reason
-from vfl_embed.synthetic import SyntheticVerticalTable
+from vfl_embed.data.synthetic import SyntheticVerticalTable
+from vfl_embed.testing.host_network import unavailable_reason
 
 pytestmark = pytest.mark.slow
 # A 2x1500x6 synthetic table with small settings.

@@ -14,11 +14,11 @@ from conftest import set_server_identity
 from in_process_grid import InProcessGrid
 from matplotlib.figure import Figure
 
-from vfl_embed.charts import plot_predictions, render_report
 from vfl_embed.client_app import app as client_app
-from vfl_embed.report import write_report
-from vfl_embed.server_app import strategy_from_config
-from vfl_embed.strategy import VerticalRunError
+from vfl_embed.errors import VerticalRunError
+from vfl_embed.report.charts import plot_predictions, render_report
+from vfl_embed.report.files import write_report
+from vfl_embed.server.builders import strategy_from_config
 
 
 def in_process_report(directory: Path, num_peers: int = 3, **config) -> Path:
@@ -29,7 +29,8 @@ def in_process_report(directory: Path, num_peers: int = 3, **config) -> Path:
     Returns the run directory.
     """
     config = {"dataset": "digits", "encoder": "none", "model": "logistic",
-              "alignment-secret": "s", "seed": 42, "peer-coverage": 1.0} | config
+              "alignment-secret": "secret-of-the-peers", "seed": 42,
+              "peer-coverage": 1.0} | config
     with pytest.MonkeyPatch.context() as patch:
         set_server_identity(patch)
         strategy = strategy_from_config(config)

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vfl_embed.credentials import main, make_credentials
+from vfl_embed.deploy.credentials import main, make_credentials
 
 
 @pytest.fixture(scope="module")

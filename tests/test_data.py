@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.data: peer tables, file loading and preprocessing."""
+"""Tests of vfl_embed.data.tables: peer tables, file loading and preprocessing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.data import PeerDataError, PeerTable, Preprocessor, read_table
+from vfl_embed.data.tables import PeerTable, read_table
+from vfl_embed.errors import PeerDataError
+from vfl_embed.peer.preprocessing import Preprocessor
 
 
 @pytest.fixture

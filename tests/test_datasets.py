@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.datasets: built-in tables and the vertical splitter."""
+"""Tests of vfl_embed.data.datasets: built-in tables and the vertical splitter."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.datasets import (
+from vfl_embed.data.datasets import (
     BUILTIN_DATASETS,
     ID_COLUMN,
     Dataset,

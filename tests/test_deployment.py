@@ -1,10 +1,10 @@
 """The app on Flower's Deployment Engine across separate network hosts.
 
-One namespace per host (:class:`vfl_embed.host_network.HostNetwork`): the SuperLink at
+One namespace per host (:class:`vfl_embed.testing.host_network.HostNetwork`): the SuperLink at
 198.18.0.1, an operator running ``flwr`` at 198.18.0.2, three organizations'
 SuperNodes at .11-.13, and two unwelcome SuperNodes at .21-.22. Real
 ``flower-superlink``/``flower-supernode`` processes with TLS and SuperNode
-authentication, started with the commands of :mod:`vfl_embed.deployment`.
+authentication, started with the commands of :mod:`vfl_embed.deploy.commands`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 
-from vfl_embed import deployment
-from vfl_embed.credentials import make_credentials
-from vfl_embed.datasets import ID_COLUMN, write_peer_files
-from vfl_embed.host_deployment import HostDeployment, wait_for
-from vfl_embed.host_network import HostNetwork, unavailable_reason
-from vfl_embed.in_process import run_in_process
-from vfl_embed.local_federation import PROJECT_ROOT, LocalRun
+from vfl_embed.data.datasets import ID_COLUMN, write_peer_files
+from vfl_embed.deploy import commands as deployment
+from vfl_embed.deploy.credentials import make_credentials
+from vfl_embed.deploy.flwr_commands import PROJECT_ROOT, LocalRun
+from vfl_embed.testing.host_deployment import HostDeployment, wait_for
+from vfl_embed.testing.host_network import HostNetwork, unavailable_reason
+from vfl_embed.testing.in_process import run_in_process
 
 pytestmark = [
     pytest.mark.slow,

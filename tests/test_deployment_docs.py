@@ -14,8 +14,8 @@ import pytest
 import yaml
 from flwr.cli.flower_config import parse_superlink_connection
 
-from vfl_embed import deployment
-from vfl_embed.local_federation import PROJECT_ROOT, flower_env
+from vfl_embed.deploy import commands as deployment
+from vfl_embed.deploy.flwr_commands import PROJECT_ROOT, flower_env
 
 GUIDE = PROJECT_ROOT / "docker" / "README.md"
 COMPOSE = PROJECT_ROOT / "docker" / "compose.yaml"
@@ -107,7 +107,7 @@ def test_compose_file_is_valid_for_docker_compose():
 def test_guide_preparation_steps_run_as_written(tmp_path):
     """Steps 1 and 2 (credentials, data, secret) run verbatim in a fresh folder."""
     steps = [b for b in _bash_blocks()
-             if "vfl_embed.credentials" in b or "vfl_embed.datasets" in b][:2]
+             if "vfl_embed.deploy.credentials" in b or "vfl_embed.data.datasets" in b][:2]
     env = flower_env(tmp_path / "flwr-home")
     for step in steps:
         done = subprocess.run(["bash", "-euc", step], cwd=tmp_path, env=env,

@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.downstream: the server's models and metrics."""
+"""Tests of vfl_embed.server.downstream: the server's models and metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits, make_classification
 
-from vfl_embed.downstream import MODELS, XGB_SEARCH_SPACE, DownstreamModel, score
+from vfl_embed.server.downstream import MODELS, XGB_SEARCH_SPACE, DownstreamModel, score
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_predict_proba_needs_classification(xgb_regressor, regression) -> None:
 @pytest.mark.parametrize(("name", "data", "file_name"), [
     ("xgb_classifier", "digits", "downstream_model.json"),
     ("xgb_regressor", "regression", "downstream_model.json"),
-    ("logistic", "digits", "downstream_model.joblib"),
+    ("logistic", "digits", "downstream_model.logistic.json"),
     ("mlp", "linear", "downstream_model.keras"),
 ])
 def test_saved_model_reloads_with_identical_predictions(request, name, data, file_name,

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.alignment import KeyedHashAlignment, intersect
-from vfl_embed.datasets import load_dataset, vertical_split
-from vfl_embed.message_log import read_message_log
-from vfl_embed.psi import hash_to_group
+from vfl_embed.data.datasets import load_dataset, vertical_split
+from vfl_embed.peer.message_log import read_message_log
+from vfl_embed.wire.alignment import KeyedHashAlignment, intersect
+from vfl_embed.wire.psi import hash_to_group
 
 pytestmark = pytest.mark.slow
 DEMO_SECRET = "vfl-embed-demo-secret"
@@ -151,7 +151,7 @@ def _stopped_with(run, *messages: str) -> dict:
     assert "[embed]" not in run.output  # stopped before any training
     assert (report["status"], report["phase"]) == ("failed", "align")
     assert report["model_file"] is None
-    assert not (run.report_path.parent / "report.png").exists()
+    assert not (run.report_path.parent / "predictions.csv").exists()
     return report
 
 

@@ -21,13 +21,12 @@ from flwr.app import ConfigRecord, Error, Message
 from flwr.common.constant import ErrorCode
 from in_process_grid import InProcessGrid
 
-from vfl_embed import protocol
-from vfl_embed.alignment import KeyedHashAlignment, intersect
-from vfl_embed.local_federation import PROJECT_ROOT
-from vfl_embed.protocol import PeerReplyError
-from vfl_embed.report import write_report
-from vfl_embed.server_app import strategy_from_config
-from vfl_embed.strategy import VerticalRunError
+from vfl_embed.deploy.flwr_commands import PROJECT_ROOT
+from vfl_embed.errors import PeerReplyError, VerticalRunError
+from vfl_embed.report.files import write_report
+from vfl_embed.server.builders import strategy_from_config
+from vfl_embed.wire import protocol
+from vfl_embed.wire.alignment import KeyedHashAlignment, intersect
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
@@ -55,7 +54,7 @@ def config(paths: list[str], **overrides) -> dict:
     """A run config for these files: raw columns as latents, so no TensorFlow."""
     return {
         "data-paths": ";".join(paths), "id-column": "id", "target": "y",
-        "label-source": "peer", "encoder": "none", "alignment-secret": "s",
+        "label-source": "peer", "encoder": "none", "alignment-secret": "secret-of-the-peers",
         "test-fraction": 0.25, "timeout": 5.0, "seed": 42, "min-entities": 50,
         "audit": False,
     } | overrides
@@ -297,7 +296,7 @@ def test_held_out_class_unseen_in_training_is_left_out(tmp_path):
 def _held_out_positions() -> np.ndarray:
     """Entity numbers the split holds out (it depends on the pseudonym only)."""
     ids = [f"E{k:04d}" for k in range(N_ENTITIES)]
-    pseudonyms = KeyedHashAlignment("s").pseudonymize(ids)
+    pseudonyms = KeyedHashAlignment("secret-of-the-peers").pseudonymize(ids)
     plan = intersect({"all": pseudonyms}, 0.25, 42)
     return np.sort(plan.positions["all"][plan.is_test])
 
@@ -349,8 +348,9 @@ def test_faulty_peers_through_flower(federation, faulty_app_dir, tmp_path, paths
 
 
 def test_unexpected_peer_error_reaches_the_server_without_its_text(paths):
-    # int("secret-ish") fails inside the peer; its message quotes the value.
-    _, error = run(config(paths, encoder="autoencoder", **{"latent-dim": "x9q"}))
+    # A bug inside every peer raises an error whose message quotes a value.
+    faults = "peer-0=bug;peer-1=bug;peer-2=bug"
+    _, error = run(config(paths, faults=faults))
     assert str(error).startswith("peer-0: ValueError while handling train.embed; "
                                  "details in the peer's log")
     assert error.peer == "peer-0, peer-1, peer-2"

@@ -19,7 +19,9 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from vfl_embed.data import PeerDataError, PeerTable, Preprocessor
+from vfl_embed.data.tables import PeerTable
+from vfl_embed.errors import PeerDataError
+from vfl_embed.peer.preprocessing import Preprocessor
 
 MARK = "\u00a4"  # every generated text cell starts with it; no message may hold it
 BOM = "\ufeff".encode()

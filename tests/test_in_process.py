@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.in_process: the app without Flower's runtime."""
+"""Tests of vfl_embed.testing.in_process: the app without Flower's runtime."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import FAST
 
-from vfl_embed.in_process import InProcessGrid, run_in_process
-from vfl_embed.local_federation import LocalFederation
+from vfl_embed.run.local_federation import LocalFederation
+from vfl_embed.testing.in_process import InProcessGrid, run_in_process
 
 
 @pytest.mark.usefixtures("server_identity")

@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.latent_dp: clipping, noise, accounting, the statement."""
+"""Tests of vfl_embed.privacy.dp: clipping, noise, accounting, the statement."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from vfl_embed.latent_dp import GaussianLatentRelease, gaussian_epsilon
+from vfl_embed.privacy.dp import GaussianLatentRelease, gaussian_epsilon
 
 
 def pld_epsilon(z: float, delta: float, releases: int, interval: float = 1e-3) -> float:

@@ -8,12 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.alignment import KeyedHashAlignment
-from vfl_embed.data import PeerDataError, PeerTable, Preprocessor
-from vfl_embed.datasets import load_dataset, vertical_split
-from vfl_embed.peer import Peer, peer_from_context
+from vfl_embed.data.datasets import load_dataset, vertical_split
+from vfl_embed.data.tables import PeerTable
+from vfl_embed.errors import PeerDataError
+from vfl_embed.peer.context import peer_from_context
+from vfl_embed.peer.peer import Peer
+from vfl_embed.peer.preprocessing import Preprocessor
+from vfl_embed.wire.alignment import KeyedHashAlignment
 
-SECRET = "peers-only"
+SECRET = "for-the-peers-only"
 # A small, fast encoder: a handful of epochs on a narrow network.
 FAST = {"encoder": "autoencoder", "latent-dim": 3, "hidden-sizes": "16,8",
         "epochs": 4, "batch-size": 32, "validation-split": 0.0, "seed": 1}
@@ -70,7 +73,7 @@ def test_pseudonyms_are_keyed_hashes_of_the_ids(peer: Peer, frame) -> None:
     assert pseudonyms.dtype == np.uint8
     expected = KeyedHashAlignment(SECRET).pseudonymize(list(frame["key"]))
     np.testing.assert_array_equal(pseudonyms, expected)
-    other = KeyedHashAlignment("another secret").pseudonymize(list(frame["key"]))
+    other = KeyedHashAlignment("another secret of the peers").pseudonymize(list(frame["key"]))
     assert not np.array_equal(pseudonyms, other)
 
 
@@ -212,11 +215,11 @@ def titanic():
 
 
 def _run_config(**overrides) -> dict:
-    return {"dataset": "titanic", "alignment-secret": "demo", "peer-coverage": 0.9,
-            "seed": 42, "label-source": "server", **overrides}
+    return {"dataset": "titanic", "alignment-secret": "demo-secret-of-the-test",
+            "peer-coverage": 0.9, "seed": 42, "label-source": "server", **overrides}
 
 
-def test_simulated_peer_from_titanic(titanic) -> None:
+def test_simulated_peer_from_titanic(titanic, simulated) -> None:
     peer = peer_from_context({"partition-id": 1, "num-partitions": 2},
                              _run_config())
     assert peer.name == "peer-1"
@@ -227,11 +230,11 @@ def test_simulated_peer_from_titanic(titanic) -> None:
     assert len(peer.table) == round(0.9 * 1309)
     np.testing.assert_array_equal(
         peer.pseudonyms(),
-        KeyedHashAlignment("demo").pseudonymize(list(expected["id"])),
+        KeyedHashAlignment("demo-secret-of-the-test").pseudonymize(list(expected["id"])),
     )
 
 
-def test_simulated_label_peer_holds_the_labels(titanic) -> None:
+def test_simulated_label_peer_holds_the_labels(titanic, simulated) -> None:
     config = _run_config(**{"label-source": "peer"})
     first = peer_from_context({"partition-id": 0, "num-partitions": 2}, config)
     second = peer_from_context({"partition-id": 1, "num-partitions": 2}, config)
@@ -245,7 +248,7 @@ def test_simulated_label_peer_holds_the_labels(titanic) -> None:
     assert classes == [] and set(labels) <= {0.0, 1.0}
 
 
-def test_simulated_peer_from_digits() -> None:
+def test_simulated_peer_from_digits(simulated) -> None:
     peer = peer_from_context({"partition-id": 2, "num-partitions": 4},
                              _run_config(dataset="digits"))
     assert peer.name == "peer-2"
@@ -254,7 +257,7 @@ def test_simulated_peer_from_digits() -> None:
     assert peer.table.features.columns[0] == "pixel_4_1"
 
 
-def test_simulated_peers_from_user_files(frame: pd.DataFrame, tmp_path) -> None:
+def test_simulated_peers_from_user_files(frame: pd.DataFrame, tmp_path, simulated) -> None:
     paths = [tmp_path / "a.csv", tmp_path / "b.parquet"]
     frame[["key", "income", "price"]].to_csv(paths[0], index=False)
     frame[["key", "plan"]].to_parquet(paths[1], index=False)
@@ -270,7 +273,7 @@ def test_simulated_peers_from_user_files(frame: pd.DataFrame, tmp_path) -> None:
     np.testing.assert_array_equal(first.pseudonyms(), second.pseudonyms())
 
 
-def test_a_label_column_among_a_peers_features_is_refused(frame, tmp_path) -> None:
+def test_a_label_column_among_a_peers_features_is_refused(frame, tmp_path, simulated) -> None:
     paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
     frame[["key", "income", "price"]].to_csv(paths[0], index=False)
     frame[["key", "plan", "price"]].to_csv(paths[1], index=False)
@@ -288,7 +291,7 @@ def test_deployed_peer_refuses_the_runs_label_among_its_columns(deployment: dict
     assert "churn" not in peer.table.features.columns
 
 
-def test_user_files_must_match_the_federation(frame: pd.DataFrame, tmp_path) -> None:
+def test_user_files_must_match_the_federation(frame, tmp_path, simulated) -> None:
     path = tmp_path / "a.csv"
     frame.to_csv(path, index=False)
     with pytest.raises(PeerDataError, match="peer-0: run config 'data-paths' names "
@@ -308,7 +311,7 @@ def deployment(frame: pd.DataFrame, tmp_path) -> dict:
 
 
 def test_deployed_peer_from_node_config(deployment: dict, frame) -> None:
-    peer = peer_from_context(deployment, {"alignment-secret": "ignored"})
+    peer = peer_from_context(deployment, {"alignment-secret": "ignored-by-deployed-peers"})
     assert peer.name == "crm"  # the data file's stem
     assert peer.simulated is False
     assert peer.table.labels is None
@@ -337,7 +340,7 @@ def test_missing_secret_file_names_the_peer(deployment: dict, tmp_path) -> None:
 def test_no_secret_names_the_peer(deployment: dict) -> None:
     config = {k: v for k, v in deployment.items() if k != "alignment-secret-file"}
     with pytest.raises(PeerDataError, match="crm: no alignment secret"):
-        peer_from_context(config, {"alignment-secret": "run-wide"})
+        peer_from_context(config, {"alignment-secret": "run-wide-demo-secret"})
 
 
 def test_empty_secret_file_names_the_peer(deployment: dict, tmp_path) -> None:
@@ -354,8 +357,26 @@ def test_missing_data_file_names_the_peer(deployment: dict, tmp_path) -> None:
 
 
 def test_node_config_without_data_raises() -> None:
-    with pytest.raises(PeerDataError, match="neither 'data-path'"):
+    with pytest.raises(PeerDataError, match="peer: this SuperNode is not simulated, and "
+                                            "its node config names no 'data-path'"):
         peer_from_context({}, _run_config())
+
+
+def test_a_partition_id_does_not_make_a_deployed_peer_simulated(deployment: dict) -> None:
+    # Outside Flower's simulation runtime the server's run config never picks
+    # the peer's data, secret or raw-column encoder, whatever the node config says.
+    spoofed = {"partition-id": 0, "num-partitions": 1}
+    with pytest.raises(PeerDataError, match="not simulated"):
+        peer_from_context(spoofed, _run_config())
+    peer = peer_from_context(deployment | spoofed, _run_config())
+    assert peer.simulated is False
+    assert str(peer.table.source) == deployment["data-path"]
+
+
+def test_unknown_node_config_keys_are_named(deployment: dict) -> None:
+    with pytest.raises(PeerDataError, match=r"crm: unknown node-config key\(s\) "
+                                            r"\['data-paht'\]"):
+        peer_from_context(deployment | {"data-paht": "x.csv"}, {})
 
 
 # ------------------------------------------------------------- saved encoders

@@ -10,18 +10,21 @@ import pytest
 from conftest import set_server_identity
 from in_process_grid import InProcessGrid
 
-from vfl_embed.alignment import KeyedHashAlignment
 from vfl_embed.client_app import app as client_app
-from vfl_embed.data import PeerDataError, PeerTable
-from vfl_embed.datasets import load_dataset, vertical_split
-from vfl_embed.peer import Peer, peer_from_context
-from vfl_embed.peer_privacy import LatentRelease, make_alignment, peer_secret
-from vfl_embed.psi import PsiAlignment, PsiKey, hash_to_group
-from vfl_embed.server_app import strategy_from_config
-from vfl_embed.strategy import VerticalEmbedding, VerticalRunError
+from vfl_embed.data.datasets import load_dataset, vertical_split
+from vfl_embed.data.tables import PeerTable
+from vfl_embed.errors import PeerDataError, VerticalRunError
+from vfl_embed.peer.context import peer_from_context
+from vfl_embed.peer.peer import Peer
+from vfl_embed.peer.release import LatentRelease
+from vfl_embed.peer.secret import make_alignment, peer_secret
+from vfl_embed.server.builders import strategy_from_config
+from vfl_embed.server.strategy import VerticalEmbedding
+from vfl_embed.wire.alignment import KeyedHashAlignment
+from vfl_embed.wire.psi import PsiAlignment, PsiKey, hash_to_group
 
 RAW = {"dataset": "digits", "encoder": "none", "model": "logistic", "seed": 42,
-       "alignment-secret": "s", "label-source": "peer", "audit": False}
+       "alignment-secret": "secret-of-the-peers", "label-source": "peer", "audit": False}
 
 
 def _aligned(config: dict, num_peers: int = 3) -> VerticalEmbedding:
@@ -58,7 +61,7 @@ def test_psi_alignment_repeats_and_depends_on_the_peer_keys():
     first, second = _aligned(RAW | {"alignment": "psi"}), _aligned(RAW | {"alignment": "psi"})
     np.testing.assert_array_equal(first._require_plan().pseudonyms,
                                   second._require_plan().pseudonyms)
-    other = _aligned(RAW | {"alignment": "psi", "alignment-secret": "t"})
+    other = _aligned(RAW | {"alignment": "psi", "alignment-secret": "another-peers-secret"})
     assert not np.isin(other._require_plan().pseudonyms.view("V32"),
                        first._require_plan().pseudonyms.view("V32")).any()
 
@@ -81,7 +84,7 @@ def test_a_peer_refuses_points_that_are_not_group_elements():
     bad[1] = 255
     with pytest.raises(PeerDataError, match="alice: the server sent points it cannot blind"):
         peer.blind(bad)
-    keyed = Peer(peer.table, KeyedHashAlignment("s"))
+    keyed = Peer(peer.table, KeyedHashAlignment("secret-of-the-peers"))
     with pytest.raises(PeerDataError, match="alignment is not 'psi'"):
         keyed.blind(good)
 
@@ -122,11 +125,11 @@ def _pld_epsilon(noise_multiplier: float, delta: float) -> float:
     return accountant.get_epsilon(delta)
 
 
-def test_reported_epsilon_is_the_accountants(tmp_path):
+def test_reported_epsilon_is_the_accountants(tmp_path, simulated):
     config = {"encoder": "none", "seed": 3, "dp-noise-multiplier": 2.0,
               "dp-clip-norm": 3.0, "dp-delta": 1e-6, "audit": False}
     peer = peer_from_context({"partition-id": 1, "num-partitions": 3},
-                             {"dataset": "digits", "alignment-secret": "s",
+                             {"dataset": "digits", "alignment-secret": "secret-of-the-peers",
                               "results-dir": str(tmp_path)})
     n = len(peer.table)
     is_test = np.arange(n) % 5 == 0
@@ -194,7 +197,7 @@ def test_half_width_latents_halve_the_bytes_and_keep_the_metric():
     # Rounding to float16 (relative error 2**-11) barely moves the model.
     assert half.result.metrics["accuracy"] == pytest.approx(
         full.result.metrics["accuracy"], abs=0.005)
-    with pytest.raises(ValueError, match="latent-bits must be one of \\[16, 32\\], got 64"):
+    with pytest.raises(ValueError, match="'latent-bits' must be one of 32, 16, got 64"):
         strategy_from_config(RAW | {"latent-bits": 64})
 
 

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vfl_embed.autoencoder import Autoencoder, IdentityEncoder
-from vfl_embed.data import PeerDataError, Preprocessor
-from vfl_embed.peer_state import PeerState, parse_run_id
+from vfl_embed.errors import PeerDataError
+from vfl_embed.peer.autoencoder import Autoencoder, IdentityEncoder
+from vfl_embed.peer.preprocessing import Preprocessor
+from vfl_embed.peer.state import PeerState
+from vfl_embed.wire.protocol import parse_run_id
 
 RUN_ID = 2**64 - 5  # run ids use the whole unsigned 64-bit range
 
@@ -44,7 +46,7 @@ def test_saved_encoder_encodes_identically_in_a_fresh_process(saved, tmp_path):
     frame.to_parquet(tmp_path / "rows.parquet")
     script = (
         "import numpy as np, pandas as pd\n"
-        "from vfl_embed.peer_state import PeerState\n"
+        "from vfl_embed.peer.state import PeerState\n"
         f"state = PeerState.load({str(root)!r}, 'bank', {RUN_ID})\n"
         f"rows = pd.read_parquet({str(tmp_path / 'rows.parquet')!r})\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, state.transform(rows))\n"

@@ -15,19 +15,16 @@ import pytest
 from conftest import set_server_identity
 from in_process_grid import InProcessGrid
 
-from vfl_embed.charts import render_report
 from vfl_embed.client_app import app as client_app
-from vfl_embed.datasets import load_dataset
-from vfl_embed.prediction import TrainedFederation, impute_missing
-from vfl_embed.protocol import PeerReplyError
-from vfl_embed.report import write_prediction_report, write_report
-from vfl_embed.server_app import (
-    prediction_from_config,
-    results_directory,
-    strategy_from_config,
-    training_run_directory,
-)
-from vfl_embed.strategy import VerticalRunError
+from vfl_embed.data.datasets import load_dataset
+from vfl_embed.errors import PeerReplyError, VerticalRunError
+from vfl_embed.report.charts import render_report
+from vfl_embed.report.files import write_prediction_report, write_report
+from vfl_embed.report.folders import results_directory, training_run_directory
+from vfl_embed.report.training_run import load_training_run
+from vfl_embed.server.builders import prediction_from_config, strategy_from_config
+from vfl_embed.server.prediction import impute_missing
+from vfl_embed.wire.protocol import parse_run_id
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 RUN_ID = 7  # the run id InProcessGrid gives every node's Context
@@ -44,7 +41,8 @@ def trained(tmp_path_factory):
 def train(base):
     config = {
         "dataset": "digits", "model": "xgboost", "latent-dim": 6, "epochs": 4,
-        "patience": 2, "peer-coverage": 0.9, "alignment-secret": "s", "seed": 42,
+        "patience": 2, "peer-coverage": 0.9, "alignment-secret": "secret-of-the-peers",
+        "seed": 42,
         "test-fraction": 0.2, "results-dir": str(base / "results"), "audit": False,
     }
     result = strategy_from_config(config).start(
@@ -57,7 +55,9 @@ def train(base):
 
 def predict(config: dict, **overrides):
     config = config | {"mode": "predict", "train-run": str(RUN_ID)} | overrides
-    prediction = prediction_from_config(config)
+    train_run = parse_run_id(config["train-run"], "run config 'train-run'")
+    trained = load_training_run(training_run_directory(config, train_run), train_run)
+    prediction = prediction_from_config(config, trained)
     return prediction, prediction.start(InProcessGrid(client_app, config, 3), timeout=5)
 
 
@@ -73,7 +73,7 @@ def test_peers_save_their_state_under_their_own_directory(trained):
         state = base / "results" / "peer-state" / peer / f"run-{RUN_ID}"
         assert sorted(p.name for p in state.iterdir()) == ["autoencoder.keras",
                                                            "state.json"]
-    server = TrainedFederation.load(training_run_directory(config, RUN_ID), RUN_ID)
+    server = load_training_run(training_run_directory(config, RUN_ID), RUN_ID)
     assert server.blocks == [("peer-0", 6), ("peer-1", 6), ("peer-2", 6)]
     assert server.task == "classification" and len(server.classes) == 10
     assert not list(server.directory.rglob("*.keras"))  # no peer encoder on the server

@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.privacy_audit: inversion of a released latent from leaked rows."""
+"""Tests of vfl_embed.privacy.audit: inversion of a released latent from leaked rows."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from vfl_embed import privacy_audit
-from vfl_embed.autoencoder import representation_metrics
-from vfl_embed.data import PeerTable, Preprocessor
-from vfl_embed.datasets import ID_COLUMN, load_dataset, vertical_split
-from vfl_embed.privacy_audit import (
+from vfl_embed.data.datasets import ID_COLUMN, load_dataset, vertical_split
+from vfl_embed.data.tables import PeerTable
+from vfl_embed.peer.autoencoder import representation_metrics
+from vfl_embed.peer.preprocessing import Preprocessor
+from vfl_embed.privacy import audit as privacy_audit
+from vfl_embed.privacy.audit import (
     HEADLINE_KEYS,
     MIN_LEAKED_ROWS,
     ReconstructionAudit,

@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.protocol on real flwr Messages: builders and reply checks."""
+"""Tests of vfl_embed.wire.protocol on real flwr Messages: builders and reply checks."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from flwr.common.constant import (
 from flwr.supercore.grpc import GRPC_MAX_MESSAGE_LENGTH
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-from vfl_embed import protocol
-from vfl_embed.alignment import KeyedHashAlignment
-from vfl_embed.in_process import over_the_wire
-from vfl_embed.protocol import PeerReplyError
+from vfl_embed.errors import PeerReplyError
+from vfl_embed.testing.in_process import over_the_wire
+from vfl_embed.wire import protocol
+from vfl_embed.wire.alignment import KeyedHashAlignment
 
 PEER_NODE = 5
 
@@ -36,7 +36,8 @@ pytestmark = pytest.mark.usefixtures("server_identity")
 
 @pytest.fixture
 def pseudonyms() -> np.ndarray:
-    return KeyedHashAlignment("secret").pseudonymize([f"id-{k}" for k in range(40)])
+    ids = [f"id-{k}" for k in range(40)]
+    return KeyedHashAlignment("protocol-test-secret").pseudonymize(ids)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fuzz tests of the server's reply validation in vfl_embed.protocol.
+"""Fuzz tests of the server's reply validation in vfl_embed.wire.protocol.
 
 Contract: whatever a reply holds, ``read_pseudonyms``, ``read_labels`` and
 ``read_latents`` either return valid values or raise ``PeerReplyError`` whose
@@ -26,9 +26,9 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vfl_embed import protocol
-from vfl_embed.alignment import PSEUDONYM_BYTES, KeyedHashAlignment
-from vfl_embed.protocol import PeerReplyError
+from vfl_embed.errors import PeerReplyError
+from vfl_embed.wire import protocol
+from vfl_embed.wire.alignment import PSEUDONYM_BYTES, KeyedHashAlignment
 
 # The name the server gives a peer: its node before the peer tells its own.
 PEERS = {"pseudonyms": "node 5", "labels": "alice", "latents": "alice"}
@@ -151,7 +151,8 @@ def _hex_sha256(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
 
 
-GOOD_PSEUDONYMS = KeyedHashAlignment("fuzz").pseudonymize([f"id-{k}" for k in range(5)])
+FUZZ_ALIGNMENT = KeyedHashAlignment("fuzzing-secret-of-the-peers")
+GOOD_PSEUDONYMS = FUZZ_ALIGNMENT.pseudonymize([f"id-{k}" for k in range(5)])
 GOOD_FINGERPRINT = _hex_sha256(GOOD_PSEUDONYMS)
 GOOD = {
     "pseudonyms": _array_record("pseudonyms", GOOD_PSEUDONYMS),
@@ -307,7 +308,7 @@ def test_arrays_that_are_not_one_npy(kind, array, n_rows, wire) -> None:
 # Real pseudonym tables, with a repeated ID now and then, or other arrays.
 pseudonym_tables = mostly(
     st.lists(st.integers(0, 30), max_size=6).map(
-        lambda ks: KeyedHashAlignment("fuzz").pseudonymize([f"id-{k}" for k in ks])),
+        lambda ks: FUZZ_ALIGNMENT.pseudonymize([f"id-{k}" for k in ks])),
     arrays_of(mostly(st.just(np.uint8), dtypes),
               cols=st.sampled_from([PSEUDONYM_BYTES] * 4 + [0, 31])),
 )

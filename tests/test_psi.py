@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.psi (real libsodium through rbcl) and PlainAlignment."""
+"""Tests of vfl_embed.wire.psi (real libsodium through rbcl) and PlainAlignment."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import rbcl
 
-from vfl_embed.alignment import KeyedHashAlignment, PlainAlignment, intersect
-from vfl_embed.psi import (
+from vfl_embed.wire.alignment import KeyedHashAlignment, PlainAlignment, intersect
+from vfl_embed.wire.psi import (
     PsiAlignment,
     PsiKey,
     blind,
@@ -231,7 +231,7 @@ def test_protocol_aligns_like_keyed_hash(
     lines: list[str] = []
     result = reference_protocol(list(three_peers.values()), keys, progress=lines.append)
     psi = intersect(dict(zip(names, result.final, strict=True)), 0.2, seed=3)
-    keyed_hash = KeyedHashAlignment("shared")
+    keyed_hash = KeyedHashAlignment("shared-by-the-peers")
     keyed = intersect({n: keyed_hash.pseudonymize(ids) for n, ids in three_peers.items()},
                       0.2, seed=3)
 

@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 from test_charts import in_process_report
 
-from vfl_embed.local_federation import LocalRun
-from vfl_embed.scenarios import (
-    SCENARIOS,
-    RunFailedError,
-    markdown,
-    paper_config,
-    run_config,
-    scenario_row,
-    table_rows,
-)
+from vfl_embed.deploy.flwr_commands import LocalRun
+from vfl_embed.errors import RunFailedError
+from vfl_embed.report.tables import markdown, table_rows
+from vfl_embed.run.scenarios import SCENARIOS, paper_config, run_config, scenario_row
 
 
 def test_each_scenario_is_a_run_config_and_a_number_of_supernodes():

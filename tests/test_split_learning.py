@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vfl_embed.alignment import KeyedHashAlignment, intersect, locate
-from vfl_embed.datasets import load_dataset, vertical_split
+from vfl_embed.data.datasets import load_dataset, vertical_split
+from vfl_embed.wire.alignment import KeyedHashAlignment, intersect, locate
 
 pytestmark = pytest.mark.slow
 DEMO_SECRET = "vfl-embed-demo-secret"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vfl_embed.strategy import VerticalEmbedding
+from vfl_embed.server.strategy import VerticalEmbedding
 
 
 @pytest.mark.parametrize(("num_peers", "min_peers"), [(0, -1), (3, 4)])

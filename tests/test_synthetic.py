@@ -1,4 +1,4 @@
-"""Tests of vfl_embed.synthetic: the seeded synthetic vertical table."""
+"""Tests of vfl_embed.data.synthetic: the seeded synthetic vertical table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from vfl_embed.data import PeerTable
-from vfl_embed.synthetic import BLOCK_SIZE, SyntheticVerticalTable, main
+from vfl_embed.data.synthetic import BLOCK_SIZE, SyntheticVerticalTable, main
+from vfl_embed.data.tables import PeerTable
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ the wire) -> ``strategy`` (the server's vertical strategy) -> ``downstream``
 (the model on the joined latents) -> ``report``.
 
 For notebooks and scripts: :func:`simulate`, :func:`predict`, :func:`paper`,
-:func:`load_report` and :class:`RunReport` (from :mod:`vfl_embed.api`; the
+:func:`load_report` and :class:`RunReport` (from :mod:`vfl_embed.run.api`; the
 ``vfl-embed`` command line mirrors them).
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["RunReport", "load_report", "paper", "predict", "simulate"]
+from .version import __version__
+
+__all__ = ["RunReport", "__version__", "load_report", "paper", "predict", "simulate"]
 
 if TYPE_CHECKING:
-    from .api import RunReport, load_report, paper, predict, simulate
+    from .run.api import RunReport, load_report, paper, predict, simulate
 
 
 def __getattr__(name: str) -> Any:
@@ -27,8 +28,8 @@ def __getattr__(name: str) -> Any:
     A Flower ClientApp or ServerApp process imports this package too; it
     needs neither pandas nor matplotlib from the API.
     """
-    if name in __all__:
-        from . import api
+    if name in __all__ and name != "__version__":
+        from .run import api
 
         return getattr(api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

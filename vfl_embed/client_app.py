@@ -1,4 +1,4 @@
-"""The ClientApp: one handler per message type of :mod:`vfl_embed.protocol`."""
+"""The ClientApp: one handler per message type of :mod:`vfl_embed.wire.protocol`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
-from . import protocol
-from .data import PeerDataError
-from .message_log import message_log_mod
-from .peer import Peer, peer_from_context, peer_name
-from .peer_state import parse_run_id
+from .errors import PeerDataError
+from .peer.context import peer_from_context
+from .peer.message_log import message_log_mod
+from .peer.node_config import peer_name
+from .peer.peer import Peer
+from .wire import protocol
+from .wire.protocol import parse_run_id
 
 # TensorFlow's C++ start-up chatter would bury the run's own progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -120,7 +122,7 @@ def encode(message: Message, peer: Peer, context: Context) -> Message:
 def checked_config(message: Message, peer: Peer) -> dict:
     """Return the request's config once its fingerprint matches the peer's table.
 
-    Raises :class:`~vfl_embed.data.PeerDataError` (an input error the server
+    Raises :class:`~vfl_embed.errors.PeerDataError` (an input error the server
     may see) when the peer's table changed since alignment.
     """
     config = dict(message.content[protocol.CONFIG])

@@ -2,7 +2,7 @@
 
 The peer's table is the one vfl_embed's simulation gives it
 (:func:`vfl_embed.peer.peer_from_context`), its preprocessing vfl_embed's
-:class:`~vfl_embed.data.Preprocessor` fitted on the training rows. Weights,
+:class:`~vfl_embed.peer.preprocessing.Preprocessor` fitted on the training rows. Weights,
 Adam's state and checkpoints live in the node's ``Context.state``, so each
 message may run in another process (as Flower allows); the encoded rows and
 the Keras model are only cached per process.
@@ -19,10 +19,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from vfl_embed import client_app as vfl_client
-from vfl_embed import protocol
 from vfl_embed.client_app import checked_config, peer_handler
-from vfl_embed.data import PeerDataError, Preprocessor
-from vfl_embed.peer import Peer, peer_from_context
+from vfl_embed.errors import PeerDataError
+from vfl_embed.peer.context import peer_from_context
+from vfl_embed.peer.peer import Peer
+from vfl_embed.peer.preprocessing import Preprocessor
+from vfl_embed.wire import protocol
 
 from . import wire
 from .models import Trainable, build_mlp, parse_sizes, peer_seed

@@ -2,7 +2,7 @@
 
 Alignment and the held-out split are vfl_embed's: keyed pseudonyms from
 every peer, intersected with the server's labels by
-:func:`vfl_embed.alignment.intersect` (same ``test-fraction`` and ``seed``,
+:func:`vfl_embed.wire.alignment.intersect` (same ``test-fraction`` and ``seed``,
 hence the same held-out entities as a ``vfl_embed`` run on the same data).
 A seeded ``validation-split`` of the training entities drives early
 stopping; the held-out entities are scored once, with the best epoch's
@@ -31,12 +31,12 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from vfl_embed import protocol
-from vfl_embed.alignment import AlignmentPlan, intersect, locate
-from vfl_embed.downstream import score
-from vfl_embed.exchange import exchange_all, wait_for_nodes
-from vfl_embed.protocol import PeerReplyError
-from vfl_embed.server_app import server_labels
+from vfl_embed.errors import PeerReplyError
+from vfl_embed.server.downstream import score
+from vfl_embed.server.exchange import exchange_all, wait_for_nodes
+from vfl_embed.server.labels import server_labels
+from vfl_embed.wire import protocol
+from vfl_embed.wire.alignment import AlignmentPlan, intersect, locate
 
 from . import wire
 from .models import Trainable, build_mlp, parse_sizes

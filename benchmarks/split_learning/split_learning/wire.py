@@ -1,7 +1,7 @@
 """Message types, record keys and reply checks of the split-learning app.
 
 Alignment reuses vfl_embed's ``query.pseudonyms`` (see
-:mod:`vfl_embed.protocol`); then, with ``rows`` always indices into the
+:mod:`vfl_embed.wire.protocol`); then, with ``rows`` always indices into the
 server's order of the aligned entities:
 
 ``train.setup``
@@ -36,16 +36,11 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import message_to_proto
 
+from vfl_embed.errors import PeerReplyError
+
 # The setup plan and its config use vfl_embed's record keys (its fingerprint
-# and reader, ``vfl_embed.protocol.read_plan``), as ``train.embed`` does.
-from vfl_embed.protocol import (
-    CONFIG,
-    IS_TEST,
-    PLAN,
-    POSITIONS,
-    PeerReplyError,
-    check_reply,
-)
+# and reader, ``vfl_embed.wire.protocol.read_plan``), as ``train.embed`` does.
+from vfl_embed.wire.protocol import CONFIG, IS_TEST, PLAN, POSITIONS, check_reply
 
 TRAIN_SETUP = "train.setup"
 QUERY_FORWARD = "query.forward"
@@ -173,7 +168,7 @@ class FastGrid:
     the Grid's own method is used. Every exchange is counted in
     :attr:`traffic` under its message type, or under :attr:`tag` while that
     is set (measurements that are not part of training). Other attributes
-    come from the wrapped Grid, so :func:`vfl_embed.exchange.exchange` takes
+    come from the wrapped Grid, so :func:`vfl_embed.server.exchange.exchange` takes
     this one.
     """
 

@@ -1,0 +1,1 @@
+"""Deployment: SuperLink and SuperNode commands, credentials, Flower's own commands."""

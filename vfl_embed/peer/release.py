@@ -1,0 +1,156 @@
+"""A peer's privacy machinery: its secret, its alignment, its release and its audit.
+
+Everything here runs inside the peer. Out of it come pseudonyms or blinded
+group elements, the released latents and the audit's figures; never the
+peer's secret, its raw rows or its IDs.
+
+The peer secret
+    A 32-byte value no other party holds. It keys the peer's private set
+    intersection scalar and the differential-privacy noise of each row, so
+    that both repeat from run to run (the same command gives the same
+    numbers) while the server cannot recompute them. In deployment it is
+    drawn once and kept in ``<state-dir>/<peer>/peer.key`` (mode 0600). In
+    simulation it is derived from the run's demo secret and the peer's name:
+    reproducible, and only as secret as the demo secret (simulation runs
+    everything on one machine anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import PeerDataError
+from ..privacy.audit import ReconstructionAudit, encoding_layout
+from ..privacy.dp import GaussianLatentRelease
+from ..wire.protocol import LATENT_BITS, LATENT_DTYPES
+from .preprocessing import Preprocessor
+
+__all__ = ["LatentRelease", "audit_figures"]
+
+
+
+class LatentRelease:
+    """The latents a peer releases: their float width and differential privacy.
+
+    Each row's noise is drawn from a generator keyed by the peer secret, the
+    training run, the row's ID and its latent, so the server cannot
+    recompute it. Releasing an unchanged row again with the same training
+    run's encoder (a later prediction run) repeats the same values and adds
+    no privacy loss; a changed row, or another training run, gets
+    independent noise, and the releases compose.
+
+    Parameters
+    ----------
+    settings : Mapping[str, object]
+        ``latent-bits`` (32 or 16: the float width the latents are sent in),
+        ``dp-noise-multiplier`` (0 disables the release's noise and clipping),
+        ``dp-clip-norm`` and ``dp-delta``.
+    secret : Callable[[], bytes] | None
+        Returns the peer's secret; called only when the release adds noise,
+        which a peer without a secret (None) refuses.
+    train_run : int
+        The Flower run ID of the training run whose encoder made the latents.
+    """
+
+    def __init__(
+        self, settings: Mapping[str, object], secret: Callable[[], bytes] | None,
+        train_run: int,
+    ) -> None:
+        self.bits = settings.get(LATENT_BITS, 32)
+        self.noise_multiplier = float(settings.get("dp-noise-multiplier", 0.0))
+        self.clip_norm = float(settings.get("dp-clip-norm", 1.0))
+        self.delta = float(settings.get("dp-delta", 1e-5))
+        self._secret = secret
+        self._train_run = train_run
+
+    @property
+    def enabled(self) -> bool:
+        """True when the latents are clipped and noised."""
+        return self.noise_multiplier > 0
+
+    def settings(self) -> dict[str, float]:
+        """Return the settings a peer keeps for prediction runs."""
+        width = {LATENT_BITS: float(self.bits)}
+        if not self.enabled:
+            return width
+        return width | {"dp-noise-multiplier": self.noise_multiplier,
+                        "dp-clip-norm": self.clip_norm, "dp-delta": self.delta}
+
+    def apply(self, latents: np.ndarray, ids: Sequence[str], name: str) -> tuple[
+            np.ndarray, dict[str, float]]:
+        """Return the released latents of the rows with ``ids``, and their DP figures.
+
+        The latents come in the float width they are sent in.
+        """
+        if self.bits not in LATENT_DTYPES:
+            raise PeerDataError(f"{name}: latent-bits must be one of "
+                                f"{sorted(LATENT_DTYPES)}, got {self.bits}")
+        latents, figures = self._noised(latents, ids, name)
+        return _narrowed(latents, LATENT_DTYPES[self.bits], name), figures
+
+    def _noised(self, latents: np.ndarray, ids: Sequence[str], name: str) -> tuple[
+            np.ndarray, dict[str, float]]:
+        if not self.enabled:
+            return latents, {}
+        if self._secret is None:
+            raise PeerDataError(f"{name}: has no secret to key its noise with")
+        try:
+            mechanism = GaussianLatentRelease(self.clip_norm, self.noise_multiplier,
+                                              self.delta)
+        except ValueError as err:
+            raise PeerDataError(f"{name}: {err}") from err
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        released = mechanism.release(latents, noise=self._noise(ids, latents,
+                                                                 mechanism.sigma))
+        statement = mechanism.statement()
+        return released, {
+            "dp_epsilon": float(statement["epsilon"]),
+            "dp_delta": self.delta,
+            "dp_noise_multiplier": self.noise_multiplier,
+            "dp_clip_norm": self.clip_norm,
+            "dp_clipped_share": float(statement["clipped_share"]),
+        }
+
+    def _noise(self, ids: Sequence[str], latents: np.ndarray, sigma: float) -> np.ndarray:
+        # Keyed also by the latent itself: a row whose values changed since
+        # an earlier release gets fresh noise, so the difference of the two
+        # releases does not cancel the noise out.
+        secret, noise = self._secret(), np.empty(latents.shape)
+        for row, entity in enumerate(ids):
+            label = f"dp-noise:{self._train_run}:{entity}:".encode("utf-8", "surrogatepass")
+            key = hmac.new(secret, label + latents[row].tobytes(), hashlib.sha256).digest()
+            noise[row] = np.random.default_rng(
+                int.from_bytes(key, "little")).normal(0.0, sigma, latents.shape[1])
+        return noise
+
+
+def _narrowed(latents: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    largest = float(np.abs(latents).max(initial=0.0))
+    if largest > float(np.finfo(dtype).max):
+        raise PeerDataError(f"{name}: latent values up to {largest:.3g} do not fit "
+                            f"{dtype}; set latent-bits = 32")
+    return np.ascontiguousarray(latents, dtype=dtype)
+
+
+def audit_figures(
+    x: np.ndarray, latents: np.ndarray, preprocessor: Preprocessor, decoder: object,
+    settings: Mapping[str, object], seed: int, name: str,
+) -> dict[str, float]:
+    """Run the reconstruction-attack audit on released latents; return its figures.
+
+    ``audit = false`` skips it (no figures).
+    """
+    if not bool(settings.get("audit", True)):
+        return {}
+    try:
+        audit = ReconstructionAudit(
+            leak_fraction=float(settings.get("audit-leak-fraction", 0.01)), seed=seed)
+        result = audit.run(x, latents, **encoding_layout(preprocessor),
+                           decoder=getattr(decoder, "decode", None))
+    except ValueError as err:
+        raise PeerDataError(f"{name}: privacy audit: {err}") from err
+    return result.to_dict()

@@ -1,0 +1,4 @@
+"""Measuring and bounding what a release gives away.
+
+The reconstruction audit and differential-privacy accounting.
+"""

@@ -1,0 +1,1 @@
+"""Run reports: the files a run writes, the folders they go in, and their charts."""

@@ -1,0 +1,4 @@
+"""Running the app from Python or the shell.
+
+The notebook API, the command line, the paper's scenarios, a local federation.
+"""
