@@ -32,7 +32,14 @@ def titanic() -> Dataset:
 
 
 def test_builtin_names() -> None:
-    assert sorted(BUILTIN_DATASETS) == ["ames", "digits", "titanic"]
+    assert sorted(BUILTIN_DATASETS) == ["ames", "breast-cancer", "digits", "titanic"]
+
+
+def test_breast_cancer_is_a_binary_classification() -> None:
+    dataset = load_dataset("breast-cancer")
+    assert dataset.task == "classification"
+    assert dataset.features.drop(columns=ID_COLUMN).shape == (569, 30)
+    assert sorted(dataset.labels[dataset.target].unique()) == [0, 1]  # 1: benign
 
 
 def test_ames_is_a_log_price_regression(ames: Dataset) -> None:

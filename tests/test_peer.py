@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from vfl_embed.data.datasets import load_dataset, vertical_split
 from vfl_embed.data.tables import PeerTable
-from vfl_embed.errors import PeerDataError
+from vfl_embed.errors import PeerDataError, PolicyError
 from vfl_embed.peer.context import peer_from_context
 from vfl_embed.peer.peer import Peer
 from vfl_embed.peer.preprocessing import Preprocessor
@@ -139,6 +140,9 @@ def test_supervised_embed(peer: Peer, plan) -> None:
     positions, is_test = plan
     targets, _ = peer.labels(positions[~is_test])
     config = FAST | {"task": "regression"}
+    with pytest.raises(PolicyError, match=r"alice: refused by its policy \(accept-labels\)"):
+        peer.embed(positions, is_test, config, targets)  # a deployed peer's default
+    peer.policy = replace(peer.policy, accept_labels="any")
     latents, metrics = peer.embed(positions, is_test, config, targets)
     assert latents.shape == (120, 3)
     assert metrics["latent-dim"] == 3.0

@@ -173,6 +173,25 @@ def test_release_noise_is_keyed_by_secret_run_and_entity():
                       secret=lambda: b"k", train_run=1).apply(rows, ["a", "b"], "p")
 
 
+def test_two_noise_levels_do_not_cancel_out():
+    """The review's attack: two releases of the same latents that differ only in
+    the noise multiplier. With shared draws, ``(s2 * r1 - s1 * r2) / (s2 - s1)``
+    gives the noiseless latents; with every setting in the noise key it does not."""
+    latents = np.random.default_rng(0).normal(0.0, 0.1, (400, 4)).astype(np.float32)
+    ids = [f"e{i}" for i in range(len(latents))]
+
+    def release(multiplier: float) -> tuple[np.ndarray, float]:
+        mechanism = LatentRelease({"dp-noise-multiplier": multiplier, "dp-clip-norm": 1.0},
+                                  secret=lambda: b"k" * 32, train_run=7)
+        return mechanism.apply(latents, ids, "p")[0], multiplier
+
+    (r1, s1), (r2, s2) = release(20.0), release(5.0)
+    solved = (s1 * r2 - s2 * r1) / (s1 - s2)
+    error = float(np.abs(solved - latents).mean())
+    # Independent draws leave noise of about 4 per value (sigma 20 and 5 combined).
+    assert error > 1.0, error
+
+
 def test_release_sends_latents_in_the_float_width_asked_for():
     rows = np.array([[3.0, 4.0], [0.1, 0.2]], dtype=np.float32)
     half = LatentRelease({"latent-bits": 16}, secret=None, train_run=1)

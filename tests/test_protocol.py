@@ -66,33 +66,6 @@ def test_embed_request_addresses_the_peer(embed_request: Message) -> None:
     assert embed_request.content[protocol.CONFIG]["latent-dim"] == 2
 
 
-def test_read_plan_round_trips(embed_request: Message) -> None:
-    positions, is_test, targets = protocol.read_plan(over_the_wire(embed_request))
-    assert positions.dtype == np.int64
-    np.testing.assert_array_equal(positions, [4, 0, 2])
-    assert is_test.dtype == bool
-    np.testing.assert_array_equal(is_test, [False, True, False])
-    assert targets is None
-
-
-def test_read_plan_with_train_targets() -> None:
-    request = protocol.embed_request(
-        PEER_NODE, np.arange(4), np.array([0, 0, 1, 0]), ConfigRecord({}),
-        train_targets=np.array([1, 0, 2]),
-    )
-    _, is_test, targets = protocol.read_plan(over_the_wire(request))
-    np.testing.assert_array_equal(is_test, [False, False, True, False])
-    assert targets.dtype == np.float64
-    np.testing.assert_array_equal(targets, [1.0, 0.0, 2.0])
-
-
-def test_read_plan_of_a_labels_request() -> None:
-    request = protocol.labels_request(PEER_NODE, np.array([3, 1]))
-    assert request.metadata.message_type == protocol.QUERY_LABELS
-    positions, _, _ = protocol.read_plan(request)
-    np.testing.assert_array_equal(positions, [3, 1])
-
-
 def test_pseudonyms_request() -> None:
     request = protocol.pseudonyms_request(9, ConfigRecord({}))
     assert request.metadata.dst_node_id == 9
@@ -122,9 +95,6 @@ def test_encode_request_carries_the_run_id_as_text() -> None:
     request = over_the_wire(protocol.encode_request(
         PEER_NODE, np.array([4, 0, 2]), 2**64 - 1, "f" * 64))
     assert request.metadata.message_type == "query.encode"
-    positions, is_test, _ = protocol.read_plan(request)
-    np.testing.assert_array_equal(positions, [4, 0, 2])
-    assert is_test is None
     assert request.content["config"]["train-run"] == str(2**64 - 1)
 
 
@@ -401,7 +371,7 @@ def test_pseudonyms_reply_missing_a_record(pseudonyms_request, pseudonyms) -> No
 # --------------------------------------------------------------------- labels
 @pytest.fixture
 def labels_request() -> Message:
-    return protocol.labels_request(PEER_NODE, np.array([2, 0, 1]))
+    return protocol.labels_request(PEER_NODE, np.array([2, 0, 1]), "f" * 64)
 
 
 def test_read_labels_numeric(labels_request) -> None:

@@ -45,7 +45,7 @@ def _requests() -> dict[str, Message]:
         positions, is_test = np.arange(N_ROWS), np.zeros(N_ROWS, dtype=bool)
         return {
             "pseudonyms": protocol.pseudonyms_request(PEER_NODE, ConfigRecord({})),
-            "labels": protocol.labels_request(PEER_NODE, positions),
+            "labels": protocol.labels_request(PEER_NODE, positions, "f" * 64),
             "latents": protocol.embed_request(PEER_NODE, positions, is_test,
                                               ConfigRecord({})),
         }

@@ -13,9 +13,11 @@ from flwr.common.logger import log
 
 from .errors import PeerDataError
 from .peer.context import peer_from_context
+from .peer.ledger import RunLedger
 from .peer.message_log import message_log_mod
 from .peer.node_config import peer_name
 from .peer.peer import Peer
+from .peer.requests import read_request_plan
 from .wire import protocol
 from .wire.protocol import parse_run_id
 
@@ -88,8 +90,10 @@ def blind(message: Message, peer: Peer, context: Context) -> Message:
 @peer_handler
 def labels(message: Message, peer: Peer, context: Context) -> Message:
     """Send the labels of the aligned rows (label-holding peer only)."""
-    positions, _, _ = protocol.read_plan(message)
-    values, classes = peer.labels(positions)
+    checked_config(message, peer)
+    plan = read_request_plan(message, peer.name, len(peer.table))
+    ledger(peer, context).keep_to_aligned(plan.positions)
+    values, classes = peer.labels(plan.positions)
     return protocol.labels_reply(message, values, classes)
 
 
@@ -98,13 +102,21 @@ def labels(message: Message, peer: Peer, context: Context) -> Message:
 def embed(message: Message, peer: Peer, context: Context) -> Message:
     """Fit the encoder on the training rows and send the latents of all rows.
 
-    The fitted preprocessing and encoder are kept under this run's ID.
+    The fitted preprocessing and encoder are kept under this run's ID. A run
+    releases once, within its aligned rows and the peer's policy.
     """
     config = checked_config(message, peer)
-    positions, is_test, targets = protocol.read_plan(message)
-    if is_test is None:
+    plan = read_request_plan(message, peer.name, len(peer.table))
+    if plan.is_test is None:
         raise PeerDataError(f"{peer.name}: the embed request lacks its train/test plan")
-    latents, metrics = peer.embed(positions, is_test, config, targets, context.run_id)
+    run = ledger(peer, context)
+    run.keep_to_aligned(plan.positions)
+    run.check_release()
+    run.check_rows(len(plan.positions), len(peer.table))
+    latents, metrics = peer.embed(plan.positions, plan.is_test, config,
+                                  plan.train_targets, context.run_id)
+    run.record_release()
+    run.record_rows(len(latents))
     return protocol.latents_reply(message, latents, metrics)
 
 
@@ -114,9 +126,17 @@ def encode(message: Message, peer: Peer, context: Context) -> Message:
     """Encode the requested rows with the frozen encoder of a training run."""
     config = checked_config(message, peer)
     train_run = parse_run_id(config.get(protocol.TRAIN_RUN, ""), peer.name)
-    positions, _, _ = protocol.read_plan(message)
-    latents, metrics = peer.encode(positions, train_run)
+    plan = read_request_plan(message, peer.name, len(peer.table))
+    run = ledger(peer, context)
+    run.check_rows(len(plan.positions), len(peer.table))
+    latents, metrics = peer.encode(plan.positions, train_run)
+    run.record_rows(len(latents))
     return protocol.latents_reply(message, latents, metrics)
+
+
+def ledger(peer: Peer, context: Context) -> RunLedger:
+    """Return the record of what this run has asked of ``peer`` so far."""
+    return RunLedger(context.state, context.run_id, peer.name, peer.policy)
 
 
 def checked_config(message: Message, peer: Peer) -> dict:
@@ -125,6 +145,8 @@ def checked_config(message: Message, peer: Peer) -> dict:
     Raises :class:`~vfl_embed.errors.PeerDataError` (an input error the server
     may see) when the peer's table changed since alignment.
     """
+    if protocol.CONFIG not in message.content.config_records:
+        raise PeerDataError(f"{peer.name}: the request carries no fingerprint")
     config = dict(message.content[protocol.CONFIG])
     if config.get(protocol.FINGERPRINT) != protocol.fingerprint(peer.pseudonyms()):
         raise PeerDataError(

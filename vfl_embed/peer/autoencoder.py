@@ -325,6 +325,20 @@ class Autoencoder:
         loaded.decoder_ = _decoder(model)
         return loaded
 
+    def n_weights(self, n_inputs: int) -> int:
+        """Return the weights of the encoder and decoder for ``n_inputs`` columns.
+
+        A peer checks this against its policy before it builds the model (the
+        supervised head, one more small layer, is left out).
+        """
+        widths = [n_inputs, *self.hidden_sizes, self.latent_dim,
+                  *reversed(self.hidden_sizes), n_inputs]
+        return sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+
+    def n_steps(self, n_rows: int) -> int:
+        """Return the most optimizer steps :meth:`fit` takes on ``n_rows`` rows."""
+        return self._epoch_budget(n_rows) * -(-n_rows // self.batch_size)
+
     def _head(self, y: np.ndarray | None) -> tuple[int, str, str]:
         if not self.task:
             return 0, "linear", ""

@@ -157,6 +157,8 @@ class Peer:
             frame[train])
         x = preprocessor.transform(frame)
         encoder = self._encoder(config, train_targets)
+        self._check_policy(encoder, config, x.shape[1], int(train.sum()),
+                           train_targets is not None)
         if getattr(encoder, "latent_dim", 0) >= x.shape[1]:
             log(WARNING, "%s: latent-dim %d >= its %d encoded features: the latent "
                 "does not compress and may be invertible", self.name,
@@ -187,6 +189,16 @@ class Peer:
             "fit-seconds": time.perf_counter() - started,
         } | {PRIVACY_PREFIX + key: value for key, value in privacy.items()}
         return latents, metrics
+
+    def _check_policy(self, encoder: Autoencoder | IdentityEncoder,
+                      config: Mapping[str, object], n_features: int, n_train: int,
+                      supervised: bool) -> None:
+        raw = isinstance(encoder, IdentityEncoder)
+        self.policy.check_embed(
+            config, peer=self.name, supervised=supervised, n_features=n_features,
+            latent_dim=n_features if raw else encoder.latent_dim,
+            n_weights=0 if raw else encoder.n_weights(n_features),
+            n_steps=0 if raw else encoder.n_steps(n_train))
 
     def _save(self, state: PeerState) -> None:
         try:

@@ -96,6 +96,46 @@ class PeerPolicy:
             raise PeerDataError(f"{peer}: node config 'accept-labels' must be one of "
                                 f"{', '.join(LABEL_MODES)}")
 
+    def check_embed(
+        self, settings: Mapping[str, object], *, peer: str, latent_dim: int,
+        n_features: int, n_weights: int, n_steps: int, supervised: bool,
+    ) -> None:
+        """Refuse a ``train.embed`` request beyond any limit of the policy.
+
+        Parameters
+        ----------
+        settings : Mapping[str, object]
+            The request's run config (noise and audit settings).
+        peer : str
+            The peer's name, for the refusal.
+        latent_dim, n_features : int
+            The width asked for, and the peer's encoded feature columns.
+        n_weights, n_steps : int
+            The encoder's weights and most optimizer steps.
+        supervised : bool
+            The request carries the label holder's training labels.
+        """
+        noise = float(settings.get("dp-noise-multiplier", 0.0))
+        if noise < self.min_noise_multiplier:
+            raise self.refuse(peer, "min-noise-multiplier", f"asked for noise {noise:g}, "
+                              f"less than {self.min_noise_multiplier:g}")
+        if self.require_audit and not bool(settings.get("audit", True)):
+            raise self.refuse(peer, "require-audit", "asked to release without the audit")
+        if latent_dim > self.max_latent_ratio * n_features:
+            raise self.refuse(peer, "max-latent-ratio", f"asked for {latent_dim} latent "
+                              f"dimensions from {n_features} encoded features")
+        if n_weights > self.max_encoder_weights:
+            raise self.refuse(peer, "max-encoder-weights", f"the encoder would have "
+                              f"{n_weights} weights")
+        if n_steps > self.max_steps:
+            raise self.refuse(peer, "max-steps", f"the encoder would train up to "
+                              f"{n_steps} steps")
+        if supervised and self.accept_labels != "any":
+            # No label mechanism with label differential privacy exists yet,
+            # so "private" refuses clear labels as "none" does.
+            raise self.refuse(peer, "accept-labels", "the request sends training labels "
+                              "in clear")
+
     def refuse(self, peer: str, rule: str, what: str) -> PolicyError:
         """Return the one-line refusal of a request beyond ``rule``."""
         return PolicyError(f"{peer}: refused by its policy ({rule}): {what}")

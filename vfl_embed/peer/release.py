@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -116,12 +117,14 @@ class LatentRelease:
         }
 
     def _noise(self, ids: Sequence[str], latents: np.ndarray, sigma: float) -> np.ndarray:
-        # Keyed also by the latent itself: a row whose values changed since
-        # an earlier release gets fresh noise, so the difference of the two
-        # releases does not cancel the noise out.
+        # Keyed also by the latent itself and by every release setting: a row
+        # whose values or noise level changed since an earlier release gets
+        # fresh noise, so two releases give no equations that cancel it.
         secret, noise = self._secret(), np.empty(latents.shape)
+        settings = json.dumps(self.settings(), sort_keys=True)
         for row, entity in enumerate(ids):
-            label = f"dp-noise:{self._train_run}:{entity}:".encode("utf-8", "surrogatepass")
+            label = f"dp-noise:{self._train_run}:{settings}:{entity}:".encode(
+                "utf-8", "surrogatepass")
             key = hmac.new(secret, label + latents[row].tobytes(), hashlib.sha256).digest()
             noise[row] = np.random.default_rng(
                 int.from_bytes(key, "little")).normal(0.0, sigma, latents.shape[1])

@@ -406,7 +406,8 @@ class VerticalEmbedding(Strategy):
         node_id, name = has_label[0]
         log(INFO, "[align] asking %s for the labels of aligned rows", name)
         replies = self._exchange(
-            grid, [protocol.labels_request(node_id, plan.positions[name])],
+            grid, [protocol.labels_request(
+                node_id, plan.positions[name], self._fingerprints[node_id])],
             lambda _, reply: protocol.read_labels(reply, name, len(plan)),
             "labels", timeout, droppable=False,
         )

@@ -180,20 +180,6 @@ def read_points_request(message: Message) -> np.ndarray:
     return message.content[POINTS][POINTS].numpy()
 
 
-def read_plan(
-    message: Message,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Return ``(positions, is_test, train_targets)`` of a request.
-
-    ``is_test`` is None in a ``query.labels`` request; ``train_targets`` is
-    None unless the encoders are supervised.
-    """
-    plan = message.content[PLAN]
-    is_test = plan[IS_TEST].numpy().astype(bool) if IS_TEST in plan else None
-    targets = plan[TRAIN_TARGETS].numpy() if TRAIN_TARGETS in plan else None
-    return plan[POSITIONS].numpy(), is_test, targets
-
-
 # -------------------------------------------------------------- server side
 def pseudonyms_request(node_id: int, config: ConfigRecord) -> Message:
     """Build a ``query.pseudonyms`` message."""
@@ -201,10 +187,11 @@ def pseudonyms_request(node_id: int, config: ConfigRecord) -> Message:
                    message_type=QUERY_PSEUDONYMS)
 
 
-def labels_request(node_id: int, positions: np.ndarray) -> Message:
+def labels_request(node_id: int, positions: np.ndarray, fingerprint_: str) -> Message:
     """Build a ``query.labels`` message."""
     plan = ArrayRecord({POSITIONS: _array(positions.astype(np.int64))})
-    return Message(RecordDict({PLAN: plan}), dst_node_id=node_id,
+    config = ConfigRecord({FINGERPRINT: fingerprint_})
+    return Message(RecordDict({PLAN: plan, CONFIG: config}), dst_node_id=node_id,
                    message_type=QUERY_LABELS)
 
 

@@ -24,6 +24,7 @@ from vfl_embed.errors import PeerDataError
 from vfl_embed.peer.context import peer_from_context
 from vfl_embed.peer.peer import Peer
 from vfl_embed.peer.preprocessing import Preprocessor
+from vfl_embed.peer.requests import read_request_plan
 from vfl_embed.wire import protocol
 
 from . import wire
@@ -81,12 +82,10 @@ app.query("labels")(_as_peer_handler(vfl_client.labels.__wrapped__))
 def setup(message: Message, peer: Peer, context: Context) -> Message:
     """Fit the preprocessing on the training rows; initialize the bottom model."""
     config = checked_config(message, peer)
-    positions, is_test, _ = protocol.read_plan(message)
-    if len(positions) == 0:
-        raise PeerDataError(f"{peer.name}: the server sent no rows")
-    peer.features(positions)  # checks the positions against the peer's table
-    if is_test.shape != positions.shape:
-        raise PeerDataError(f"{peer.name}: the train/test flags do not match the rows")
+    plan = read_request_plan(message, peer.name, len(peer.table))
+    positions, is_test = plan.positions, plan.is_test
+    if len(positions) == 0 or is_test is None:
+        raise PeerDataError(f"{peer.name}: the server sent no rows or no train/test plan")
     context.state[_PLAN] = ArrayRecord({wire.POSITIONS: wire.array(positions),
                                         wire.IS_TEST: wire.array(is_test.astype(np.uint8))})
     context.state[_CONFIG] = ConfigRecord(config)

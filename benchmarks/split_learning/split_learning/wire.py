@@ -39,7 +39,7 @@ from flwr.common.serde import message_to_proto
 from vfl_embed.errors import PeerReplyError
 
 # The setup plan and its config use vfl_embed's record keys (its fingerprint
-# and reader, ``vfl_embed.wire.protocol.read_plan``), as ``train.embed`` does.
+# and reader, ``vfl_embed.peer.requests.read_request_plan``), as ``train.embed`` does.
 from vfl_embed.wire.protocol import CONFIG, IS_TEST, PLAN, POSITIONS, check_reply
 
 TRAIN_SETUP = "train.setup"
