@@ -27,6 +27,8 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from .privacy.presets import PRESETS, preset_conflicts
+
 __all__ = ["KEYS", "REDACTED", "ConfigError", "Key", "RunConfig", "markdown"]
 
 SIDES = ("server", "peers", "simulation")
@@ -171,8 +173,10 @@ KEYS: dict[str, Key] = _keys(
         low=0),
     # --- peer encoder -------------------------------------------------------
     Key("encoder", "autoencoder", "peers", "encoder",
-        "`autoencoder`, or `none` (the raw-column baseline S0, simulation only).",
-        choices=("autoencoder", "none")),
+        "`autoencoder`; `prediction` (each peer releases a cross-fitted XGBoost "
+        "prediction of the label from its own columns; the training labels go to "
+        "the peers); or `none` (the raw-column baseline S0, simulation only).",
+        choices=("autoencoder", "prediction", "none")),
     Key("latent-dim", 32, "peers", "encoder", "Width of each peer's latent.",
         low=1, high=4096),
     Key("hidden-sizes", "128", "peers", "encoder",
@@ -207,6 +211,12 @@ KEYS: dict[str, Key] = _keys(
         "Float width of the released latents: 32 or 16 (half the bytes).",
         choices=(32, 16)),
     # --- privacy ------------------------------------------------------------
+    Key("privacy", "custom", "peers", "privacy",
+        "A named release (see docs/privacy-presets.md): `off` (32-dim latents, "
+        "invertible), `standard` (8-dim latents), `strong` (each peer releases a "
+        "cross-fitted prediction of the label; labels go to the peers), or `custom` "
+        "(the encoder and release keys as set).",
+        choices=tuple(PRESETS)),
     Key("audit", True, "peers", "privacy",
         "Each peer audits its release against inversion from leaked rows; only the "
         "figures leave it."),
@@ -274,6 +284,17 @@ class RunConfig(Mapping[str, object]):
         for name, value in (values or {}).items():
             key = KEYS.get(name)
             self._values[name] = key.parse(value) if key else value
+        self._apply_preset()
+
+    def _apply_preset(self) -> None:
+        preset = str(self._values["privacy"])
+        defaults = {name: key.default for name, key in KEYS.items()}
+        conflicts = preset_conflicts(preset, self._values, defaults)
+        if conflicts:
+            raise ConfigError(f"run config 'privacy' = '{preset}' fixes "
+                              f"{', '.join(conflicts)}; leave them at their defaults, "
+                              "or set privacy = 'custom'")
+        self._values |= PRESETS[preset]
 
     def __getitem__(self, name: str) -> object:
         return self._values[name]

@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .config import ConfigError, RunConfig
 from .errors import PeerDataError, PeerReplyError, RunStoppedError, VerticalRunError
+from .privacy.presets import release_verdict
 from .report.files import write_prediction_report, write_report
 from .report.folders import results_directory, training_run_directory
 from .report.tables import metrics_table, peer_table
@@ -93,6 +94,8 @@ def _log_training(
         log(WARNING, "[learn] finished with %d peers, without %s (min-peers=%s)",
             len(result.peer_metrics), ", ".join(sorted(result.dropped_peers)),
             config.get("min-peers"))
+    log(INFO, "[privacy] preset %s: %s", config.get("privacy", "custom"),
+        release_verdict(result.privacy))
     log(INFO, "[report] %s", paths["json"])
     log(INFO, "[report] written to %s; predict with this model: --run-config "
         "'mode=\"predict\" train-run=\"%d\"'", paths["json"].parent, run_id)

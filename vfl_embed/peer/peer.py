@@ -25,6 +25,7 @@ from ..wire.protocol import PRIVACY_PREFIX
 from ..wire.psi import PsiAlignment
 from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
 from .policy import PeerPolicy
+from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
 from .release import LatentRelease, audit_figures
 from .state import PeerState
@@ -166,21 +167,15 @@ class Peer:
         encoder.fit(x[train], train_targets)
         release = LatentRelease(config, self._secret, run_id or 0)
         latents, privacy = release.apply(
-            encoder.transform(x), self.table.ids[positions], self.name)
+            _released(encoder, x, train), self.table.ids[positions], self.name)
         seed = _peer_seed(int(config.get("seed", 42)), self.name)
         privacy |= audit_figures(x, latents.astype(np.float32, copy=False), preprocessor,
                                  encoder, config, seed, self.name)
         if self.state_dir is not None and run_id is not None:
             self._save(PeerState(self.name, run_id, preprocessor, encoder,
                                  release.settings()))
-        test_x = x[is_test] if is_test.any() else x[train]
-        reconstruction = encoder.reconstruct(test_x)
-        metrics = representation_metrics(
-            test_x, reconstruction,
-            preprocessor.numeric_to_original(test_x),
-            preprocessor.numeric_to_original(reconstruction),
-            preprocessor.stds_.to_numpy(), preprocessor.categorical_blocks(),
-        )
+        metrics = {} if isinstance(encoder, CrossFittedPredictor) else \
+            _representation(encoder, preprocessor, x[is_test] if is_test.any() else x[train])
         metrics |= {
             "n-columns": float(self.table.features.shape[1]),
             "n-encoded-features": float(x.shape[1]),
@@ -190,7 +185,7 @@ class Peer:
         } | {PRIVACY_PREFIX + key: value for key, value in privacy.items()}
         return latents, metrics
 
-    def _check_policy(self, encoder: Autoencoder | IdentityEncoder,
+    def _check_policy(self, encoder: Autoencoder | CrossFittedPredictor | IdentityEncoder,
                       config: Mapping[str, object], n_features: int, n_train: int,
                       supervised: bool) -> None:
         raw = isinstance(encoder, IdentityEncoder)
@@ -243,7 +238,7 @@ class Peer:
 
     def _encoder(
         self, config: Mapping[str, object], train_targets: np.ndarray | None
-    ) -> Autoencoder | IdentityEncoder:
+    ) -> Autoencoder | CrossFittedPredictor | IdentityEncoder:
         kind = str(config.get("encoder", "autoencoder"))
         if kind == "none":
             if not self.simulated:
@@ -252,6 +247,14 @@ class Peer:
                     "only allowed in simulation"
                 )
             return IdentityEncoder()
+        seed = _peer_seed(int(config.get("seed", 42)), self.name)
+        if kind == "prediction":
+            if train_targets is None:
+                raise PeerDataError(f"{self.name}: the prediction release needs the "
+                                    "training labels, which the request lacks")
+            task = str(config.get("task", ""))
+            classes = int(train_targets.max()) + 1 if task == "classification" else 0
+            return CrossFittedPredictor(task=task, n_classes=classes, seed=seed)
         if kind != "autoencoder":
             raise PeerDataError(f"{self.name}: unknown encoder '{kind}'")
         kwargs = {attr: cast(config[key]) for key, (attr, cast) in _ENCODER_PARAMS.items()
@@ -260,8 +263,24 @@ class Peer:
             kwargs["hidden_sizes"] = tuple(
                 int(h) for h in str(config["hidden-sizes"]).split(",") if h.strip())
         task = str(config.get("task", "")) if train_targets is not None else ""
-        seed = _peer_seed(int(config.get("seed", 42)), self.name)
         return Autoencoder(task=task, seed=seed, **kwargs)
+
+
+def _released(encoder: Autoencoder | CrossFittedPredictor | IdentityEncoder,
+              x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    # A prediction release gives training rows their out-of-fold values.
+    if isinstance(encoder, CrossFittedPredictor):
+        return encoder.release(x, train)
+    return encoder.transform(x)
+
+
+def _representation(encoder: Autoencoder | IdentityEncoder, preprocessor: Preprocessor,
+                    test_x: np.ndarray) -> dict[str, float]:
+    reconstruction = encoder.reconstruct(test_x)
+    return representation_metrics(
+        test_x, reconstruction, preprocessor.numeric_to_original(test_x),
+        preprocessor.numeric_to_original(reconstruction),
+        preprocessor.stds_.to_numpy(), preprocessor.categorical_blocks())
 
 
 def _peer_seed(seed: int, name: str) -> int:

@@ -5,6 +5,7 @@ directory, keyed by the Flower run ID of the training run::
 
     <state-dir>/<peer name>/run-<run id>/state.json        preprocessing, settings
     <state-dir>/<peer name>/run-<run id>/autoencoder.keras  the fitted autoencoder
+    <state-dir>/<peer name>/run-<run id>/predictor*.json    or the prediction release
 
 A later prediction run names that run ID; the peer reloads the state and
 encodes new rows with it, without refitting. Nothing here ever leaves the
@@ -24,6 +25,7 @@ import pandas as pd
 from ..errors import PeerDataError
 from ..version import __version__
 from .autoencoder import Autoencoder, IdentityEncoder
+from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
 
 __all__ = ["PeerState"]
@@ -44,8 +46,9 @@ class PeerState:
         The Flower run ID of the training run.
     preprocessor : Preprocessor
         The fitted preprocessing of the peer's columns.
-    encoder : Autoencoder | IdentityEncoder
-        The fitted encoder (``IdentityEncoder`` for the raw-column baseline).
+    encoder : Autoencoder | CrossFittedPredictor | IdentityEncoder
+        The fitted encoder (``IdentityEncoder`` for the raw-column baseline,
+        ``CrossFittedPredictor`` for the prediction release).
     release : dict[str, float]
         The differential-privacy settings of the released latents (empty
         when none), so that a prediction run releases rows alike.
@@ -54,7 +57,7 @@ class PeerState:
     peer: str
     run_id: int
     preprocessor: Preprocessor
-    encoder: Autoencoder | IdentityEncoder
+    encoder: Autoencoder | CrossFittedPredictor | IdentityEncoder
     release: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
@@ -65,7 +68,7 @@ class PeerState:
     @property
     def latent_dim(self) -> int:
         """Width of the latents this state produces."""
-        if isinstance(self.encoder, Autoencoder):
+        if isinstance(self.encoder, Autoencoder | CrossFittedPredictor):
             return self.encoder.latent_dim
         return len(self.preprocessor.feature_names_)
 
@@ -77,9 +80,11 @@ class PeerState:
         """Write the state under ``root``; return its directory."""
         directory = self.directory(root, self.peer, self.run_id)
         directory.mkdir(parents=True, exist_ok=True)
-        kind = "autoencoder" if isinstance(self.encoder, Autoencoder) else "none"
+        kind = _KIND_OF.get(type(self.encoder), "none")
         if kind == "autoencoder":
             self.encoder.save(directory / ENCODER_FILE)
+        elif kind == "prediction":
+            self.encoder.save(directory)
         state = {
             "peer": self.peer,
             "run_id": str(self.run_id),
@@ -112,10 +117,21 @@ class PeerState:
         try:
             state = json.loads(path.read_text())
             preprocessor = Preprocessor.from_state(state["preprocessor"], peer, source)
-            encoder = (Autoencoder.load(directory / ENCODER_FILE)
-                       if state["encoder"] == "autoencoder" else IdentityEncoder())
+            encoder = _load_encoder(state["encoder"], directory)
             release = {str(k): float(v) for k, v in state.get("release", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise PeerDataError(f"{peer}: the saved state in '{directory}' is unreadable "
                                 f"({type(err).__name__}); retrain") from err
         return cls(peer, run_id, preprocessor, encoder, release)
+
+
+_KIND_OF = {Autoencoder: "autoencoder", CrossFittedPredictor: "prediction"}
+
+
+def _load_encoder(kind: str, directory: Path) -> Autoencoder | CrossFittedPredictor | \
+        IdentityEncoder:
+    if kind == "autoencoder":
+        return Autoencoder.load(directory / ENCODER_FILE)
+    if kind == "prediction":
+        return CrossFittedPredictor.load(directory)
+    return IdentityEncoder()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..privacy.dp import GaussianLatentRelease
+from ..privacy.presets import release_verdict
 from ..server.prediction import MOMENTS_FILE, PredictionResult
 from ..server.result import VerticalResult
 from .tables import metrics_table, peer_table
@@ -79,6 +80,8 @@ def write_report(
         "latent_blocks": result.latent_blocks,
         "projection": result.projection,
         "alignment": str(run_config.get("alignment", "keyed-hash")),
+        "privacy_preset": str(run_config.get("privacy", "custom")),
+        "release_verdict": release_verdict(result.privacy),
         "privacy": result.privacy,
         "differential_privacy": _dp_statement(run_config),
         "run_config": RunConfig(run_config).redacted(),
@@ -111,8 +114,7 @@ def _markdown(result: VerticalResult, summary: dict) -> str:
         "## Peers\n\nRepresentation metrics on held-out rows (reconstruction MAE "
         "on the standardized, one-hot encoded columns; share of observations "
         "reconstructed within 5 %).\n\n" + peer_table(result),
-        _privacy_markdown(result.privacy, summary["alignment"],
-                          summary["differential_privacy"]),
+        _privacy_markdown(result.privacy, summary),
         f"Model file: `{summary['model_file']}`; held-out predictions: "
         "`predictions.csv`. Predict for new entities with run-config "
         f"`mode=\"predict\" train-run=\"{summary['run_id']}\"`."
@@ -120,11 +122,11 @@ def _markdown(result: VerticalResult, summary: dict) -> str:
     ]).rstrip() + "\n"
 
 
-def _privacy_markdown(
-    privacy: Mapping[str, Mapping[str, float]], alignment: str, dp: Mapping | None
-) -> str:
-    """Render the privacy section: alignment mode, each peer's audit and release."""
-    lines = [f"## Privacy\n\nAlignment: `{alignment}`."]
+def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict) -> str:
+    """Render the privacy section: preset, verdict, alignment, each peer's audit."""
+    dp = summary["differential_privacy"]
+    lines = [f"## Privacy\n\nPreset: `{summary['privacy_preset']}`. "
+             f"**{summary['release_verdict']}**\n\nAlignment: `{summary['alignment']}`."]
     if privacy:
         keys = [k for k in PRIVACY_COLUMNS if any(k in f for f in privacy.values())]
         lines.append(

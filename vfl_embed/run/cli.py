@@ -204,6 +204,8 @@ def _print_run(report: RunReport) -> None:
     Console().print(table)
     for name, reason in report.dropped_peers.items():
         typer.echo(f"finished without {name}: {reason}")
+    if "release_verdict" in raw:
+        typer.echo(f"privacy preset {raw['privacy_preset']}: {raw['release_verdict']}")
     # typer.echo, not rich: a long path must not be wrapped.
     typer.echo(f"report: {report.path / 'report.json'}")
 

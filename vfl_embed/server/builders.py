@@ -36,7 +36,8 @@ def strategy_from_config(values: Mapping[str, object]) -> VerticalEmbedding:
         task=config["task"],
         model=config["model"],
         search_iterations=config["search-iterations"],
-        supervised=config["supervised"],
+        # The prediction release is supervised by construction.
+        supervised=config["supervised"] or config["encoder"] == "prediction",
         test_fraction=config["test-fraction"],
         min_entities=config["min-entities"],
         num_peers=config["num-peers"],
