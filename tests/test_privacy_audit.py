@@ -217,6 +217,161 @@ def test_small_tables_leak_a_minimum_of_rows():
     assert result.numeric_names == ("num_0", "num_1", "num_2")
 
 
+def test_the_worst_column_is_the_one_the_latent_holds():
+    # The latent is the first of three independent columns: that column comes
+    # back whole, the other two not at all (a little below 0: fitted noise),
+    # and the mean of about 1/3 hides it.
+    x = np.random.default_rng(4).normal(size=(600, 3))
+    figures = ReconstructionAudit(0.1, attackers=FAST).run(
+        x, x[:, :1], n_numeric=3).to_dict()
+    assert figures["attack_r2_worst"] > 0.999
+    assert figures["attack_r2"] == pytest.approx(1 / 3, abs=0.04)
+
+
+def test_fewer_scored_rows_widen_the_bootstrap_interval(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 2))
+    latents = x + rng.normal(size=x.shape)  # R^2 about 1/2 per column
+    audit = ReconstructionAudit(0.1, attackers=("ridge",))
+    all_rows = audit.run(x, latents, n_numeric=2).to_dict()
+    monkeypatch.setattr(privacy_audit, "MAX_SCORED_ROWS", 100)
+    narrow = audit.run(x, latents, n_numeric=2).to_dict()
+    assert all_rows["attack_r2"] == pytest.approx(0.5, abs=0.03)
+    # 100 scored rows: a noisier mean, whose interval covers that of all 2,700.
+    assert narrow["attack_r2_low"] < all_rows["attack_r2"] < narrow["attack_r2_high"]
+    width = {name: f["attack_r2_high"] - f["attack_r2_low"]
+             for name, f in (("all", all_rows), ("100", narrow))}
+    # The interval shrinks as one over the square root of the rows scored.
+    assert width["all"] < 0.06 < width["100"] < 0.4
+    assert width["100"] / width["all"] == pytest.approx(np.sqrt(2700 / 100), rel=0.4)
+
+
+# -------------------------------------------------------------- the curve
+def test_the_curve_runs_each_fraction_on_nested_leaks(ames_peer, pca_latent):
+    x, preprocessor = ames_peer
+    latents, _ = pca_latent
+    audit = ReconstructionAudit(attackers=FAST)
+    curve = audit.curve(x, latents, **encoding_layout(preprocessor))
+    assert list(curve) == [0.01, 0.05, 0.10]
+    assert [f["leaked_rows"] for f in curve.values()] == [29, 146, 293]
+    r2 = [f["attack_r2"] for f in curve.values()]
+    assert r2 == sorted(r2) and r2[0] > 0.9 and r2[-1] > 0.95
+    assert all(f["raw_r2"] == 1.0 for f in curve.values())
+    assert curve[0.05] == ReconstructionAudit(0.05, attackers=FAST).run(
+        x, latents, **encoding_layout(preprocessor)).to_dict()
+    # The attacker of a larger leak holds every row of a smaller one.
+    small, large = (ReconstructionAudit(f, attackers=("ridge",)).run(
+        x[:200], latents[:200], **encoding_layout(preprocessor)).leaked
+        for f in (0.05, 0.2))
+    assert small.sum() == 10 and large.sum() == 40 and not (small & ~large).any()
+    with pytest.raises(ValueError, match="fractions must be distinct"):
+        audit.curve(x, latents, fractions=(0.1, 0.1), **encoding_layout(preprocessor))
+
+
+# -------------------------------------------------------- the label floor
+def test_the_label_floor_of_an_ames_peer(ames_peer, ames_table):
+    # PRIVACY.md measured 0.164 for this peer at 10 % leaked rows: what any
+    # release from which the sale price can be learnt gives away at least.
+    x, preprocessor = ames_peer
+    _, label = ames_table
+    noisy = label + np.random.default_rng(6).normal(scale=label.std(), size=len(label))
+    floor = label_floor(x, label, categorical=False, leak_fraction=0.1, seed=42,
+                        prediction=noisy, **encoding_layout(preprocessor))
+    assert floor["floor_label_r2"] == pytest.approx(0.169, abs=0.01)
+    # One column (living area, or the garage) comes back at about one half.
+    assert floor["floor_label_r2_worst"] == pytest.approx(0.50, abs=0.03)
+    assert floor["floor_label_cat_accuracy"] > 0.7
+    # A prediction that knows half of what the label knows leaks less.
+    assert 0.02 < floor["floor_prediction_r2"] < floor["floor_label_r2"] - 0.05
+    assert set(floor) == {f"floor_{r}_{f}" for r in ("label", "prediction")
+                          for f in ("r2", "r2_worst", "cat_accuracy")}
+
+
+def test_a_class_label_floors_as_its_one_hot():
+    # The label is the sign of the first column: knowing it explains 2/pi of
+    # that column's variance (the mean of |x| for a standard normal, squared,
+    # over its variance) and nothing of the second.
+    x = np.random.default_rng(7).normal(size=(3000, 2))
+    label = np.where(x[:, 0] > 0, "up", "down")
+    floor = label_floor(x, label, categorical=True, leak_fraction=0.1, seed=1,
+                        attackers=FAST, n_numeric=2)
+    assert floor["floor_label_r2_worst"] == pytest.approx(2 / np.pi, abs=0.03)
+    assert floor["floor_label_r2"] == pytest.approx(1 / np.pi, abs=0.02)
+    with pytest.raises(ValueError, match=r"label must hold one value per row of x \(3000\)"):
+        label_floor(x, label[:10], categorical=True, n_numeric=2)
+
+
+# --------------------------------------------------- each attacker alone
+def _single_attacker_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 3))
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return {
+        "cube": (x, (x ** 3) @ rotation),  # invertible, far from linear
+        "linear": (x, x @ rng.normal(size=(3, 4))),
+        "noise": (x, rng.normal(size=(3000, 4))),
+    }
+
+
+CASES = _single_attacker_cases()
+
+
+def _alone(attacker: str, case: str) -> dict[str, float]:
+    x, latents = CASES[case]
+    return ReconstructionAudit(0.1, attackers=(attacker,)).run(
+        x, latents, n_numeric=3, references=False).to_dict()
+
+
+@pytest.mark.parametrize("attacker", ["knn", "mlp"])
+def test_a_nonlinear_attacker_inverts_a_nonlinear_map(attacker):
+    figures = _alone(attacker, "cube")
+    assert figures[f"attacker_wins/{attacker}"] == 3
+    assert figures["attack_r2"] > 0.8  # k-NN 0.84, MLP 0.97
+
+
+def test_ridge_inverts_a_linear_map_and_not_a_cube():
+    assert _alone("ridge", "linear")["attack_r2"] > 0.95
+    # x from x**3 linearly: R^2 (3 / sqrt(15))**2 = 0.6 at best.
+    assert _alone("ridge", "cube")["attack_r2"] == pytest.approx(0.6, abs=0.03)
+
+
+@pytest.mark.parametrize("attacker", ["ridge", "knn", "mlp"])
+def test_no_attacker_inverts_noise(attacker):
+    figures = _alone(attacker, "noise")
+    assert figures["attack_r2"] <= 0.05 and figures["attack_r2_worst"] <= 0.05
+
+
+def test_the_single_attacker_check_fails_a_mean_predicting_knn(monkeypatch):
+    # Behind "best attacker per feature" a broken k-NN goes unseen; alone it
+    # scores nothing, which the nonlinear-map test above would refuse.
+    def mean_only(views, y, layout, seed):  # noqa: ANN001, ANN202
+        n_new = len(next(iter(views.values()))[1])
+        return np.tile(y.mean(axis=0), (n_new, 1)), "mean"
+
+    monkeypatch.setitem(privacy_attackers._ATTACKS, "knn", mean_only)
+    assert _alone("knn", "cube")["attack_r2"] < 0.01
+    assert ReconstructionAudit(0.1).run(*CASES["cube"], n_numeric=3).to_dict()[
+        "attack_r2"] > 0.9
+
+
+# ------------------------------------------------------- at the peer
+def test_audit_figures_send_aggregates_and_log_columns(ames_peer, pca_latent, caplog):
+    x, preprocessor = ames_peer
+    latents, pca = pca_latent
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        figures = audit_figures(x, latents, preprocessor,
+                                SimpleNamespace(decode=pca.inverse_transform), {}, 3, "peer-1")
+    assert figures["leak_fraction"] == 0.1  # the run config's default
+    assert figures["leaked_rows"] == 293 and figures["raw_r2"] == 1.0
+    columns = [*preprocessor.numeric_columns_, *preprocessor.categorical_columns_]
+    assert not [k for k in figures for c in columns if c.lower() in k]
+    logged = [r.getMessage() for r in caplog.records if "privacy audit" in r.getMessage()]
+    assert len(logged) == len(columns)
+    assert logged[0].startswith(f"peer-1: privacy audit at 10 % leaked, column {columns[0]}: "
+                                "attack_r2 ")
+    assert audit_figures(x, latents, preprocessor, None, {"audit": False}, 3, "peer-1") == {}
+
+
 # --------------------------------------------------------------- validation
 @pytest.mark.parametrize(("params", "message"), [
     ({"leak_fraction": 0.0}, "leak_fraction must be a number in"),
