@@ -64,11 +64,12 @@ def test_run_report_renders_every_chart_it_has_data_for(digits_run, tmp_path):
     accuracy = _report(digits_run)["held_out_metrics"]["accuracy"]
     assert f"| accuracy | {accuracy:.4f} |" in text
     assert "![held-out predictions](chart-predictions.png)" in text
-    # The peers' audit of their raw-column "latents": the attack reaches the ceiling.
+    # The peers' audit of their raw-column "latents": the attack, trained on 10 %
+    # of the rows, comes close to the ceiling (the identity, R^2 1).
     privacy = _report(digits_run)["privacy"]
     assert sorted(privacy) == ["peer-0", "peer-1", "peer-2"]
     for figures in privacy.values():
-        assert figures["attack_r2"] == pytest.approx(figures["raw_r2"], abs=0.05)
+        assert 0.85 < figures["attack_r2"] <= figures["raw_r2"] == 1.0
     assert "![privacy audit](chart-privacy.png)" in text
 
 
