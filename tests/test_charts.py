@@ -64,11 +64,12 @@ def test_run_report_renders_every_chart_it_has_data_for(digits_run, tmp_path):
     accuracy = _report(digits_run)["held_out_metrics"]["accuracy"]
     assert f"| accuracy | {accuracy:.4f} |" in text
     assert "![held-out predictions](chart-predictions.png)" in text
-    # The peers' audit of their raw-column "latents": the attack reaches the ceiling.
+    # The peers' audit of their raw-column "latents": the attack, trained on 10 %
+    # of the rows, comes close to the ceiling (the identity, R^2 1).
     privacy = _report(digits_run)["privacy"]
     assert sorted(privacy) == ["peer-0", "peer-1", "peer-2"]
     for figures in privacy.values():
-        assert figures["attack_r2"] == pytest.approx(figures["raw_r2"], abs=0.05)
+        assert 0.85 < figures["attack_r2"] <= figures["raw_r2"] == 1.0
     assert "![privacy audit](chart-privacy.png)" in text
 
 
@@ -132,9 +133,9 @@ def test_missing_parts_are_skipped_and_said(digits_run, tmp_path):
 def test_privacy_audit_shows_the_headline_figures(digits_run, tmp_path):
     shutil.copytree(digits_run, tmp_path / "run")
     report = _report(tmp_path / "run")
-    # Per-feature figures stay in report.json; the chart and table show the headline.
+    # Other figures stay in report.json; the chart and table show the headline.
     report["privacy"] = {peer: {"attack_r2": 0.31, "pca_r2": 0.42, "raw_r2": 1.0,
-                                "r2/pixel_0_1": 0.2} for peer in report["peers"]}
+                                "attack_r2_worst": 0.6} for peer in report["peers"]}
     (tmp_path / "run" / "report.json").write_text(json.dumps(report))
     paths = render_report(tmp_path / "run")
     assert paths["privacy"].stat().st_size > 5_000

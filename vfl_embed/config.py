@@ -220,7 +220,7 @@ KEYS: dict[str, Key] = _keys(
     Key("audit", True, "peers", "privacy",
         "Each peer audits its release against inversion from leaked rows; only the "
         "figures leave it."),
-    Key("audit-leak-fraction", 0.01, "peers", "privacy",
+    Key("audit-leak-fraction", 0.1, "peers", "privacy",
         "Share of a peer's rows the audit's attacker holds.", low=0.001, high=0.5),
     Key("dp-noise-multiplier", 0.0, "peers", "privacy",
         "Gaussian noise on each clipped latent row, in units of the sensitivity; "

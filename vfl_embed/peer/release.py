@@ -21,9 +21,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
+from logging import INFO
 
 import numpy as np
+from flwr.common.logger import log
 
+from ..config import KEYS
 from ..errors import PeerDataError
 from ..privacy.audit import ReconstructionAudit, encoding_layout
 from ..privacy.dp import GaussianLatentRelease
@@ -145,15 +148,21 @@ def audit_figures(
 ) -> dict[str, float]:
     """Run the reconstruction-attack audit on released latents; return its figures.
 
-    ``audit = false`` skips it (no figures).
+    The returned figures (they go to the server) are aggregates and name no
+    column; the per-column ones go to this peer's log only. ``audit = false``
+    skips it (no figures).
     """
     if not bool(settings.get("audit", True)):
         return {}
+    fraction = settings.get("audit-leak-fraction", KEYS["audit-leak-fraction"].default)
     try:
-        audit = ReconstructionAudit(
-            leak_fraction=float(settings.get("audit-leak-fraction", 0.01)), seed=seed)
+        audit = ReconstructionAudit(leak_fraction=float(fraction), seed=seed)
         result = audit.run(x, latents, **encoding_layout(preprocessor),
                            decoder=getattr(decoder, "decode", None))
     except ValueError as err:
         raise PeerDataError(f"{name}: privacy audit: {err}") from err
+    for column, figures in result.column_figures().items():
+        log(INFO, "%s: privacy audit at %.0f %% leaked, column %s: %s", name,
+            100 * result.leak_fraction, column,
+            ", ".join(f"{key} {value:.3f}" for key, value in figures.items()))
     return result.to_dict()

@@ -1,20 +1,23 @@
 """Privacy audit of a released latent: how well leaked rows let a server invert it.
 
 Runs inside a peer, on its own encoded columns and the latents it releases;
-only the figures of :meth:`AuditResult.to_dict` leave it. See PRIVACY.md
-("Audit protocol") for where the protocol comes from.
+only the aggregate figures of :meth:`AuditResult.to_dict` leave it (the
+per-column ones of :meth:`AuditResult.column_figures` stay in the peer's
+log). See PRIVACY.md ("Audit protocol", "The label floor") for where the
+protocol comes from.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import numpy as np
+
+from .attackers import ATTACKERS, attack, latent_views
 
 __all__ = [
     "ATTACKERS",
@@ -22,21 +25,22 @@ __all__ = [
     "AuditResult",
     "ReconstructionAudit",
     "encoding_layout",
+    "label_floor",
 ]
 
-# Attackers the suite knows, in the order ties are broken.
-ATTACKERS = ("ridge", "knn", "mlp")
 # What the attackers invert: the released latent, then the two references.
 SOURCES = ("latent", "pca", "raw")
 # Key prefix of each source (and of the decoder ceiling) in the flat figures.
 PREFIXES = {"latent": "attack", "pca": "pca", "raw": "raw", "decoder": "decoder"}
+# The "attacker" of the raw reference: the raw columns are their own
+# reconstruction, so the reference is a true ceiling (R^2 1 on every column).
+IDENTITY = "identity"
 # The figures a chart or a one-line summary shows: mean numeric R^2 of the
 # attack and of its references (see AuditResult.headline).
+HEADLINE_KEYS = ("attack_r2", "pca_r2", "raw_r2", "decoder_r2")
 # Flower's logger by name: the report and charts import this module, and
 # must not pull the flwr package in (``import vfl_embed`` stays light).
 _LOG = logging.getLogger("flwr")
-
-HEADLINE_KEYS = ("attack_r2", "pca_r2", "raw_r2", "decoder_r2")
 # Fewer leaked rows than this cannot tune an attacker: the audit leaks this many.
 MIN_LEAKED_ROWS = 5
 # Fewer held-out rows than this cannot score one.
@@ -44,27 +48,11 @@ MIN_HELD_OUT_ROWS = 5
 # An R^2 below this is reported as this: any negative R^2 already means "worse
 # than predicting the mean", and one bad feature must not swamp the mean.
 R2_FLOOR = -1.0
-# Ridge penalties tried (efficient leave-one-out on the leaked rows).
-RIDGE_ALPHAS = np.logspace(-3, 4, 15)
-# Neighbour counts tried (leave-one-out on the leaked rows, per feature);
-# only those below the number of leaked rows.
-KNN_NEIGHBOURS = (1, 2, 3, 5, 8, 13, 21, 34)
-# MLP settings tried ((hidden width, L2 penalty), MLP_FOLDS-fold CV on the
-# leaked rows); the larger grid once at least MLP_LARGE_FROM rows leaked. The
-# MLP is most of the audit's time: keep these short.
-MLP_GRID = ((32, 1.0), (128, 1.0), (128, 10.0))
-MLP_GRID_LARGE = ((32, 1.0), (128, 0.1), (128, 1.0), (128, 10.0))
-MLP_LARGE_FROM = 100
-MLP_FOLDS = 3
-MLP_MAX_ITER = 200
-# The MLP trains on at most this many of the leaked rows (a seeded subset),
-# ridge and k-NN on all of them.
-MLP_MAX_ROWS = 2000
 # Held-out rows scored: a seeded subset of at most this many (the figures are
 # means; more rows only cost time).
 MAX_SCORED_ROWS = 5000
-# Rows per block of a distance computation (memory: CHUNK_ROWS x leaked rows).
-CHUNK_ROWS = 1024
+# Bootstrap resamples of the held-out rows for the interval of the mean R^2.
+BOOTSTRAP_RESAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -86,6 +74,7 @@ class _Scores:
     r2: np.ndarray  # per numeric feature, unclipped
     within: np.ndarray  # (held-out rows, numeric features) booleans
     accuracy: np.ndarray  # per categorical column
+    squared_error: np.ndarray  # (held-out rows, numeric features), for the bootstrap
 
 
 @dataclass(frozen=True)
@@ -94,10 +83,10 @@ class AuditResult:
 
     Per-feature arrays follow ``numeric_names`` and ``categorical_names``;
     ``r2``, ``within_5pct`` and ``cat_accuracy`` map a source (``"latent"``,
-    ``"pca"``, ``"raw"``, ``"decoder"``) to an attacker name (``"decoder"``
-    for the decoder ceiling) to that attacker's per-feature figures on the
-    held-out rows. R^2 is unclipped here; :meth:`to_dict` clips it at
-    ``R2_FLOOR``.
+    ``"pca"``, ``"raw"``, ``"decoder"``) to an attacker name (``"identity"``
+    for the raw reference, ``"decoder"`` for the decoder ceiling) to that
+    attacker's per-feature figures on the held-out rows. R^2 is unclipped
+    here; :meth:`to_dict` clips it at ``R2_FLOOR``.
 
     Attributes
     ----------
@@ -120,6 +109,10 @@ class AuditResult:
     majority_accuracy : numpy.ndarray
         Per categorical column, the accuracy of always guessing the level
         most frequent in the leaked rows.
+    r2_interval : tuple[float, float] | None
+        95 % bootstrap interval of the latent's mean R^2 over resamples of
+        the held-out rows (each feature's attacker fixed); None without
+        numeric features. It does not cover the draw of the leaked rows.
     hyperparameters : dict[str, dict[str, str]]
         Per source and attacker, the setting cross-validation chose.
     leaked, scored : numpy.ndarray
@@ -141,6 +134,7 @@ class AuditResult:
     cat_accuracy: dict[str, dict[str, np.ndarray]]
     rows_within_5pct: dict[str, float]
     majority_accuracy: np.ndarray
+    r2_interval: tuple[float, float] | None = None
     hyperparameters: dict[str, dict[str, str]] = field(default_factory=dict)
     leaked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     scored: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -174,24 +168,31 @@ class AuditResult:
         winners = values.argmax(axis=0)
         return values.max(axis=0), [names[w] for w in winners]
 
-    def to_dict(self) -> dict[str, float]:
-        """Return the audit's figures as a flat dict of finite floats.
+    def _clipped(self, source: str, figure: str) -> np.ndarray:
+        """Return the best attacker's figure per feature, R^2 clipped at ``R2_FLOOR``."""
+        values = self.best(source, figure)[0]
+        return np.maximum(values, R2_FLOOR) if figure == "r2" else values
 
-        Keys (``<p>`` is ``attack`` for the released latent, ``pca``, ``raw``
-        and, with a decoder, ``decoder``; every figure is on the held-out
-        rows, best attacker per feature):
+    def to_dict(self) -> dict[str, float]:
+        """Return the audit's aggregate figures as a flat dict of finite floats.
+
+        No key names a column: these figures leave the peer. Keys (``<p>``
+        is ``attack`` for the released latent, ``pca``, ``raw`` and, with a
+        decoder, ``decoder``; every figure is on the held-out rows, best
+        attacker per feature, R^2 clipped at ``R2_FLOOR``):
 
         - ``leak_fraction``, ``leaked_rows``, ``held_out_rows``, ``latent_dim``;
-        - with numeric features: ``<p>_r2`` (mean R^2 over numeric features,
-          each clipped at ``R2_FLOOR``), ``<p>_within_5pct`` (share of
-          (row, feature) observations recovered within the tolerance),
+        - with numeric features: ``<p>_r2`` (mean R^2 over numeric features),
+          ``<p>_r2_worst`` (the highest, the worst column for privacy),
+          ``attack_r2_low`` and ``attack_r2_high`` (the bootstrap interval of
+          ``attack_r2``), ``<p>_within_5pct`` (share of (row, feature)
+          observations recovered within the tolerance) and
           ``<p>_rows_within_5pct`` (share of rows with every numeric value
-          within it), and for the latent per feature ``r2/<feature>`` and
-          ``within_5pct/<feature>``;
+          within it);
         - with categorical columns: ``<p>_cat_accuracy`` (mean over columns
-          of the argmax accuracy of the one-hot block),
+          of the argmax accuracy of the one-hot block) and
           ``majority_cat_accuracy`` (the same for the leaked rows' majority
-          level), and for the latent per column ``cat_accuracy/<column>``;
+          level);
         - ``attacker_wins/<attacker>``: on how many of the latent's features
           (R^2 for numeric, accuracy for categorical) that attacker was best.
 
@@ -205,34 +206,50 @@ class AuditResult:
             "latent_dim": float(self.latent_dim),
         }
         wins = dict.fromkeys(self.r2["latent"], 0)
-        if self.numeric_names:
-            for source in self.sources:
-                prefix = PREFIXES[source]
-                r2 = np.maximum(self.best(source, "r2")[0], R2_FLOOR)
+        for source in self.sources:
+            prefix = PREFIXES[source]
+            if self.numeric_names:
+                r2 = self._clipped(source, "r2")
                 figures[f"{prefix}_r2"] = float(r2.mean())
+                figures[f"{prefix}_r2_worst"] = float(r2.max())
                 figures[f"{prefix}_within_5pct"] = float(
-                    self.best(source, "within_5pct")[0].mean())
+                    self._clipped(source, "within_5pct").mean())
                 figures[f"{prefix}_rows_within_5pct"] = float(
                     self.rows_within_5pct[source])
-            r2, winners = self.best("latent", "r2")
-            within = self.best("latent", "within_5pct")[0]
-            for name, value, share in zip(self.numeric_names, r2, within, strict=True):
-                figures[f"r2/{name}"] = float(max(value, R2_FLOOR))
-                figures[f"within_5pct/{name}"] = float(share)
-            for winner in winners:
-                wins[winner] += 1
+            if self.categorical_names:
+                figures[f"{prefix}_cat_accuracy"] = float(
+                    self._clipped(source, "cat_accuracy").mean())
+        if self.r2_interval is not None:
+            figures["attack_r2_low"], figures["attack_r2_high"] = map(
+                float, self.r2_interval)
         if self.categorical_names:
-            for source in self.sources:
-                figures[f"{PREFIXES[source]}_cat_accuracy"] = float(
-                    self.best(source, "cat_accuracy")[0].mean())
             figures["majority_cat_accuracy"] = float(self.majority_accuracy.mean())
-            accuracy, winners = self.best("latent", "cat_accuracy")
-            for name, value in zip(self.categorical_names, accuracy, strict=True):
-                figures[f"cat_accuracy/{name}"] = float(value)
-            for winner in winners:
+        for figure, names in (("r2", self.numeric_names),
+                              ("cat_accuracy", self.categorical_names)):
+            for winner in self.best("latent", figure)[1] if names else ():
                 wins[winner] += 1
         figures |= {f"attacker_wins/{a}": float(n) for a, n in wins.items()}
         return figures
+
+    def column_figures(self) -> dict[str, dict[str, float]]:
+        """Return, per numeric feature and categorical column, its figures.
+
+        Each column maps to ``<p>_r2`` and ``<p>_within_5pct`` (numeric) or
+        ``<p>_cat_accuracy`` and ``majority_cat_accuracy`` (categorical), as
+        in :meth:`to_dict` but for that column alone. The keys are column
+        names: log them at the peer, never send them.
+        """
+        columns: dict[str, dict[str, float]] = {
+            name: {} for name in (*self.numeric_names, *self.categorical_names)}
+        for figure, names in (("r2", self.numeric_names), ("within_5pct", self.numeric_names),
+                              ("cat_accuracy", self.categorical_names)):
+            for source in self.sources if names else ():
+                values = self._clipped(source, figure)
+                for name, value in zip(names, values, strict=True):
+                    columns[name][f"{PREFIXES[source]}_{figure}"] = float(value)
+        for name, value in zip(self.categorical_names, self.majority_accuracy, strict=True):
+            columns[name]["majority_cat_accuracy"] = float(value)
+        return columns
 
     def headline(self) -> dict[str, float]:
         """Return the :data:`HEADLINE_KEYS` figures this audit has (the chart's bars)."""
@@ -249,45 +266,32 @@ class ReconstructionAudit:
     that peer's raw rows. It trains inversion models latent -> encoded
     columns on the leaked rows and reconstructs the other rows.
 
-    :meth:`run` draws the leaked rows at random, trains each attacker on
-    them and scores it on the other (held-out) rows. The latents are centred
-    and scaled with the statistics of *all* released latents, not only the
-    leaked ones: the server holds them all, so it may. Two scalings are
-    offered: each column to unit variance (``"standardized"``), or all
-    columns by one common scale, which keeps the latent's geometry
-    (``"scaled"``). Attackers, each tuned on the leaked rows only:
-
-    - ``"ridge"``: ridge regression; scaling and penalty by efficient
-      leave-one-out (``RidgeCV``), once for the numeric and once for the
-      one-hot targets (a penalty per feature proved unstable with a few
-      dozen rows);
-    - ``"knn"``: mean of the k nearest leaked rows; scaling and ``k`` per
-      numeric feature and per categorical column by leave-one-out;
-    - ``"mlp"``: a one-hidden-layer ``MLPRegressor`` (tanh, L-BFGS, at most
-      ``MLP_MAX_ITER`` iterations) on standardized latents, width and L2
-      penalty by ``MLP_FOLDS``-fold cross-validation over ``MLP_GRID``
-      (``MLP_GRID_LARGE`` from ``MLP_LARGE_FROM`` leaked rows), on at most
-      ``MLP_MAX_ROWS`` of the leaked rows.
-
-    Every attacker predicts all encoded columns (numeric and one-hot) at
-    once. A feature that hardly varies in the leaked rows cannot be learnt
-    by any of them: that, not a weak suite, is why ``raw_r2`` can stay below 1.
+    :meth:`run` draws the leaked rows at random, trains each attacker of
+    :mod:`~vfl_embed.privacy.attackers` (ridge, k-nearest neighbours, an
+    MLP; each tuned on the leaked rows only, each predicting all encoded
+    columns at once) on them and scores it on the other (held-out) rows.
+    The latents are centred and scaled with the statistics of *all*
+    released latents, not only the leaked ones: the server holds them all,
+    so it may.
 
     Every figure is the **best attacker per feature** as scored on the
     held-out rows: the attacker could not pick that well (it does not have
     those rows), so the audit is an upper-bound-ish estimate of the risk,
     as PRIVACY.md asks; a single untuned attacker would understate it. The
-    same suite inverts two references: PCA of the latent's width fitted on
-    all rows of ``x`` (what the latent must beat) and the encoded columns
-    themselves (the ceiling of this suite), plus, when a decoder is given,
-    the peer's own decoder on the released latents (the white-box ceiling,
-    no training). Numeric features are scored by R^2 and by the share
-    recovered within ``tolerance`` (the rule of
+    same suite inverts PCA of the latent's width fitted on all rows of ``x``
+    (the reference the latent must beat). The raw reference is the encoded
+    columns as their own reconstruction (R^2 1, every value within
+    tolerance): the ceiling of any release, which no reference exceeds.
+    When a decoder is given, the peer's own decoder on the released latents
+    is the white-box ceiling (no training). Numeric features are scored by
+    R^2 and by the share recovered within ``tolerance`` (the rule of
     :func:`~vfl_embed.peer.autoencoder.representation_metrics`:
     ``|x_hat - x| <= tolerance * max(|x|, s)`` in original units);
     categorical columns by the accuracy of the argmax of their one-hot
     block, against always guessing the leaked rows' majority level.
 
+    The leaked rows are the first ones of a seeded permutation, so at one
+    seed a larger leak holds every row of a smaller one (:meth:`curve`).
     BLAS runs on one thread during the audit, so figures are the same bits
     for the same inputs and seed. Cost: the MLP is most of it, about 2 s per
     peer at 1 % of Ames' 2,930 rows and 8 s at 10 % (one core). At 1 % the
@@ -301,7 +305,8 @@ class ReconstructionAudit:
         ``round(leak_fraction * n)`` rows, but at least ``MIN_LEAKED_ROWS``
         (5): ``leaked_rows`` in the result says how many.
     attackers : Sequence[str] (default: ("ridge", "knn", "mlp"))
-        The attack suite, a non-empty subset of :data:`ATTACKERS`.
+        The attack suite, a non-empty subset of :data:`ATTACKERS`; one name
+        runs that attacker alone.
     seed : int (default: 42)
         Seed of the leaked rows, the CV folds and the MLP's initialization.
     tolerance : float (default: 0.05)
@@ -331,11 +336,12 @@ class ReconstructionAudit:
         feature_names: Sequence[str] = (),
         numeric_to_original: Callable[[np.ndarray], np.ndarray] | None = None,
         decoder: Callable[[np.ndarray], np.ndarray] | None = None,
+        references: bool = True,
     ) -> AuditResult:
         """Attack ``latents`` and return the figures.
 
-        :func:`encoding_layout` gives every keyword but ``decoder`` from a
-        fitted :class:`~vfl_embed.peer.preprocessing.Preprocessor`.
+        :func:`encoding_layout` gives every layout keyword from a fitted
+        :class:`~vfl_embed.peer.preprocessing.Preprocessor`.
 
         Parameters
         ----------
@@ -364,6 +370,9 @@ class ReconstructionAudit:
         decoder : Callable | None (default: None)
             The peer's decoder: called once with ``latents`` as given, returns
             the ``(n, d)`` reconstruction of ``x`` (encoded, like ``x``).
+        references : bool (default: True)
+            False skips the PCA and raw references (:func:`label_floor`
+            needs only the attack).
         """
         started = time.perf_counter()
         attackers = self._check_params()
@@ -371,7 +380,80 @@ class ReconstructionAudit:
         x, latents = _check_matrices(x, latents)
         layout = _check_layout(x, n_numeric, categorical_blocks, numeric_scale,
                                feature_names, numeric_to_original)
-        n = len(x)
+        leaked, held = self._draw_rows(len(x))
+        truth = _Truth(x[held], layout, self.tolerance)
+        scores: dict[str, dict[str, _Scores]] = {}
+        chosen: dict[str, dict[str, str]] = {}
+
+        from sklearn.decomposition import PCA
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            sources = {"latent": latents}
+            if references:
+                width = min(latents.shape[1], x.shape[1], len(x))
+                sources["pca"] = PCA(width, svd_solver="full").fit_transform(x)
+            for source, features in sources.items():
+                views = latent_views(features, leaked, held)
+                predictions = {a: attack(a, views, x[leaked], layout, self.seed)
+                               for a in attackers}
+                scores[source] = {a: truth.score(p) for a, (p, _) in predictions.items()}
+                chosen[source] = {a: setting for a, (_, setting) in predictions.items()}
+            if references:
+                scores["raw"] = {IDENTITY: truth.score(x[held])}
+            if decoder is not None:
+                scores["decoder"] = {"decoder": truth.score(
+                    _checked_decoding(decoder, released, x.shape)[held])}
+        result = AuditResult(
+            leak_fraction=float(self.leak_fraction), leaked_rows=int(leaked.sum()),
+            held_out_rows=int(held.sum()), latent_dim=int(latents.shape[1]),
+            numeric_names=layout.numeric_names,
+            categorical_names=layout.categorical_names,
+            r2={s: {a: v.r2 for a, v in by.items()} for s, by in scores.items()},
+            within_5pct={s: {a: v.within.mean(axis=0) for a, v in by.items()}
+                         for s, by in scores.items()},
+            cat_accuracy={s: {a: v.accuracy for a, v in by.items()}
+                          for s, by in scores.items()},
+            rows_within_5pct={s: _rows_within(list(by.values())) for s, by in scores.items()},
+            majority_accuracy=_majority_accuracy(x, leaked, held, layout),
+            r2_interval=_r2_interval(truth, list(scores["latent"].values()), self.seed),
+            hyperparameters=chosen, leaked=leaked, scored=held,
+            seconds=time.perf_counter() - started,
+        )
+        _LOG.debug("privacy audit: %d leaked rows, %d held out, %.2f s; %s",
+                   result.leaked_rows, result.held_out_rows, result.seconds, chosen)
+        return result
+
+    def curve(
+        self,
+        x: np.ndarray,
+        latents: np.ndarray,
+        fractions: Sequence[float] = (0.01, 0.05, 0.10),
+        **layout: object,
+    ) -> dict[float, dict[str, float]]:
+        """Run the audit at each leaked fraction; return its aggregate figures per fraction.
+
+        Every run uses this audit's attackers, seed and tolerance, so a
+        larger fraction's leaked rows include a smaller one's.
+
+        Parameters
+        ----------
+        x, latents : numpy.ndarray
+            As in :meth:`run`.
+        fractions : Sequence[float] (default: (0.01, 0.05, 0.10))
+            The leaked fractions, each in (0, 1), distinct.
+        **layout
+            The keywords of :meth:`run` (``n_numeric``, ..., ``decoder``).
+        """
+        fractions = tuple(fractions)
+        if not fractions or len(set(fractions)) != len(fractions):
+            raise ValueError(
+                f"fractions must be distinct leak fractions, got {list(fractions)}")
+        return {float(f): ReconstructionAudit(f, self.attackers, self.seed, self.tolerance)
+                .run(x, latents, **layout).to_dict() for f in fractions}
+
+    def _draw_rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of the leaked rows and of the held-out rows scored."""
         n_leaked = max(int(round(self.leak_fraction * n)), MIN_LEAKED_ROWS)
         if n - n_leaked < MIN_HELD_OUT_ROWS:
             raise ValueError(
@@ -379,72 +461,13 @@ class ReconstructionAudit:
                 f"{MIN_HELD_OUT_ROWS} held-out rows; got {n} rows with leak_fraction "
                 f"{self.leak_fraction} ({n_leaked} leaked)")
         rng = np.random.default_rng(self.seed)
-        leaked = np.zeros(n, dtype=bool)
-        leaked[rng.choice(n, size=n_leaked, replace=False)] = True
-        held = ~leaked
-        if held.sum() > MAX_SCORED_ROWS:
-            held[:] = False
-            held[rng.choice(np.flatnonzero(~leaked), MAX_SCORED_ROWS, replace=False)] = True
-        x_held = x[held]
-        truth = _Truth(x_held, layout, self.tolerance)
-
-        from sklearn.decomposition import PCA
-        from threadpoolctl import threadpool_limits
-
-        r2: dict[str, dict[str, np.ndarray]] = {}
-        within: dict[str, dict[str, np.ndarray]] = {}
-        accuracy: dict[str, dict[str, np.ndarray]] = {}
-        rows_within: dict[str, float] = {}
-        chosen: dict[str, dict[str, str]] = {}
-
-        def record(source: str, scores: Mapping[str, _Scores]) -> None:
-            r2[source] = {a: s.r2 for a, s in scores.items()}
-            within[source] = {a: s.within.mean(axis=0) for a, s in scores.items()}
-            accuracy[source] = {a: s.accuracy for a, s in scores.items()}
-            rows_within[source] = _rows_within(list(scores.values()))
-
-        with threadpool_limits(1, user_api="blas"):
-            width = min(latents.shape[1], x.shape[1], n)
-            sources = {
-                "latent": latents,
-                "pca": PCA(width, svd_solver="full").fit_transform(x),
-                "raw": x,
-            }
-            for source, features in sources.items():
-                views = _views(features, leaked, held)
-                scores, chosen[source] = {}, {}
-                for attacker in attackers:
-                    predicted, setting = _ATTACKS[attacker](
-                        views, x[leaked], layout, self.seed)
-                    scores[attacker] = truth.score(predicted)
-                    chosen[source][attacker] = setting
-                record(source, scores)
-            if decoder is not None:
-                reconstruction = np.asarray(decoder(released), dtype=np.float64)
-                if reconstruction.shape != x.shape:
-                    raise ValueError(
-                        f"decoder returned shape {reconstruction.shape} for {n} latents; "
-                        f"expected the shape of x, {x.shape}")
-                if not np.isfinite(reconstruction).all():
-                    raise ValueError("decoder returned non-finite values")
-                record("decoder", {"decoder": truth.score(reconstruction[held])})
-        majority = np.array([
-            float(np.mean(x_held[:, block].argmax(axis=1)
-                          == x[leaked][:, block].sum(axis=0).argmax()))
-            for block in layout.blocks])
-        result = AuditResult(
-            leak_fraction=float(self.leak_fraction), leaked_rows=n_leaked,
-            held_out_rows=int(held.sum()), latent_dim=int(latents.shape[1]),
-            numeric_names=layout.numeric_names,
-            categorical_names=layout.categorical_names, r2=r2, within_5pct=within,
-            cat_accuracy=accuracy, rows_within_5pct=rows_within,
-            majority_accuracy=majority, hyperparameters=chosen, leaked=leaked,
-            scored=held,
-            seconds=time.perf_counter() - started,
-        )
-        _LOG.debug("privacy audit: %d leaked rows, %d held out, %.2f s; %s",
-                   n_leaked, result.held_out_rows, result.seconds, chosen)
-        return result
+        order = rng.permutation(n)
+        leaked, held = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        leaked[order[:n_leaked]] = True
+        rest = order[n_leaked:]
+        held[rest if len(rest) <= MAX_SCORED_ROWS else
+             rng.choice(rest, MAX_SCORED_ROWS, replace=False)] = True
+        return leaked, held
 
     def _check_params(self) -> tuple[str, ...]:
         fraction = self.leak_fraction
@@ -468,11 +491,87 @@ class ReconstructionAudit:
         return attackers
 
 
+def label_floor(
+    x: np.ndarray,
+    label: np.ndarray | Sequence[object],
+    *,
+    categorical: bool,
+    leak_fraction: float = 0.1,
+    seed: int = 42,
+    prediction: np.ndarray | None = None,
+    attackers: Sequence[str] = ATTACKERS,
+    **layout: object,
+) -> dict[str, float]:
+    """Attack a release that is the label itself: the floor of any label-useful release.
+
+    A release from which the label can be learnt tells an attacker at least
+    what the label tells (PRIVACY.md, "The label floor"). This runs the
+    audit of :meth:`ReconstructionAudit.run`, without references, with the
+    label as the "latent", and with ``prediction`` also on the downstream
+    prediction alone. At the same ``leak_fraction`` and ``seed`` as a
+    peer's audit the leaked rows are the same.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, d)`` encoded rows of one peer, as in :meth:`ReconstructionAudit.run`.
+    label : array-like
+        ``(n,)`` labels of the same rows.
+    categorical : bool
+        True for a class label: released as the one-hot of its classes (the
+        attack cannot then use an arbitrary order of class codes); False for
+        a numeric label, released as one column.
+    leak_fraction : float (default: 0.1)
+        Share of the rows the attacker holds, in (0, 1).
+    seed : int (default: 42)
+        Seed of the audit (:class:`ReconstructionAudit`).
+    prediction : numpy.ndarray | None (default: None)
+        ``(n,)`` or ``(n, k)`` downstream predictions of the same rows (a
+        value, or class probabilities), floored in the same way.
+    attackers : Sequence[str] (default: ("ridge", "knn", "mlp"))
+        The attack suite, as in :class:`ReconstructionAudit`.
+    **layout
+        The layout keywords of :meth:`ReconstructionAudit.run`
+        (``n_numeric``, ``categorical_blocks``, ...; :func:`encoding_layout`).
+
+    Returns
+    -------
+    dict[str, float]
+        ``floor_label_r2`` and ``floor_label_r2_worst`` (mean and highest R^2
+        over numeric features) and ``floor_label_cat_accuracy``, for the
+        kinds of column the peer has; with ``prediction`` the same for
+        ``floor_prediction_*``.
+    """
+    releases = {"label": _label_release(label, categorical, len(x))}
+    if prediction is not None:
+        releases["prediction"] = np.asarray(prediction, dtype=np.float64).reshape(len(x), -1)
+    audit = ReconstructionAudit(leak_fraction, attackers, seed)
+    floor = {}
+    for name, release in releases.items():
+        figures = audit.run(x, release, references=False, **layout).to_dict()
+        floor |= {f"floor_{name}_{key}": figures[f"attack_{key}"]
+                  for key in ("r2", "r2_worst", "cat_accuracy") if f"attack_{key}" in figures}
+    return floor
+
+
+def _label_release(label: np.ndarray | Sequence[object], categorical: bool,
+                   n: int) -> np.ndarray:
+    label = np.asarray(label)
+    if label.shape != (n,):
+        raise ValueError(f"label must hold one value per row of x ({n}), got shape "
+                         f"{label.shape}")
+    if categorical:
+        _, codes = np.unique(label, return_inverse=True)
+        return np.eye(codes.max() + 1)[codes]
+    return label.astype(np.float64)[:, None]
+
+
 def encoding_layout(preprocessor) -> dict[str, object]:  # noqa: ANN001
     """Keywords of :meth:`ReconstructionAudit.run` from a fitted Preprocessor.
 
     Example: ``ReconstructionAudit().run(x, latents, **encoding_layout(pre))``.
-    Column names go into the figures' keys; category levels do not.
+    Column names go only into :meth:`AuditResult.column_figures`; category
+    levels nowhere.
     """
     return {
         "n_numeric": len(preprocessor.numeric_columns_),
@@ -491,26 +590,78 @@ class _Truth:
     def __init__(self, x_held: np.ndarray, layout: _Layout, tolerance: float) -> None:
         self.x = x_held
         self.layout = layout
-        numeric = x_held[:, :layout.n_numeric]
-        self.original = _checked_original(layout.to_original, numeric)
+        self.numeric = x_held[:, :layout.n_numeric]
+        self.original = _checked_original(layout.to_original, self.numeric)
         self.tolerance = tolerance * np.maximum(np.abs(self.original), layout.scale)
-        self.sst = ((numeric - numeric.mean(axis=0)) ** 2).sum(axis=0)
+        self.sst = ((self.numeric - self.numeric.mean(axis=0)) ** 2).sum(axis=0)
         self.levels = [x_held[:, block].argmax(axis=1) for block in layout.blocks]
 
     def score(self, predicted: np.ndarray) -> _Scores:
         numeric = predicted[:, :self.layout.n_numeric]
-        sse = ((numeric - self.x[:, :self.layout.n_numeric]) ** 2).sum(axis=0)
-        # A feature constant in the held-out rows: R^2 1 if hit exactly, else 0
-        # (scikit-learn's force_finite convention).
-        constant = self.sst == 0
-        r2 = np.where(constant, (sse == 0).astype(float),
-                      1.0 - sse / np.where(constant, 1.0, self.sst))
+        squared_error = (numeric - self.numeric) ** 2
         original = _checked_original(self.layout.to_original, numeric)
         within = np.abs(original - self.original) <= self.tolerance
         accuracy = np.array([
             float(np.mean(predicted[:, block].argmax(axis=1) == levels))
             for block, levels in zip(self.layout.blocks, self.levels, strict=True)])
-        return _Scores(r2, within, accuracy)
+        return _Scores(_r2(squared_error.sum(axis=0), self.sst), within, accuracy,
+                       squared_error)
+
+
+def _r2(sse: np.ndarray, sst: np.ndarray) -> np.ndarray:
+    # A feature constant in the scored rows: R^2 1 if hit exactly, else 0
+    # (scikit-learn's force_finite convention).
+    constant = sst <= 0
+    return np.where(constant, (sse == 0).astype(float),
+                    1.0 - sse / np.where(constant, 1.0, sst))
+
+
+def _r2_interval(
+    truth: _Truth, scores: Sequence[_Scores], seed: int
+) -> tuple[float, float] | None:
+    """95 % bootstrap interval of the mean clipped R^2, best attacker per feature.
+
+    Resamples the held-out rows (as multinomial weights, so no resample is
+    materialized); each feature keeps the attacker that was best on all of them.
+    """
+    n, features = truth.numeric.shape
+    if features == 0:
+        return None
+    best = np.array([s.r2 for s in scores]).argmax(axis=0)
+    errors = np.array([s.squared_error for s in scores])[best, :, np.arange(features)].T
+    weights = np.random.default_rng(seed).multinomial(
+        n, np.full(n, 1.0 / n), size=BOOTSTRAP_RESAMPLES).astype(np.float64)
+    centred = truth.numeric - truth.numeric.mean(axis=0)
+    means = weights @ centred / n
+    # Rounding leaves a tiny positive sum of squares on a constant feature.
+    sst = np.maximum(weights @ centred ** 2 - n * means ** 2, 0.0)
+    sst[sst <= 1e-12 * (1.0 + truth.sst)] = 0.0
+    r2 = np.maximum(_r2(weights @ errors, sst), R2_FLOOR).mean(axis=1)
+    low, high = np.percentile(r2, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _majority_accuracy(
+    x: np.ndarray, leaked: np.ndarray, held: np.ndarray, layout: _Layout
+) -> np.ndarray:
+    """Per categorical column, the accuracy of guessing the leaked rows' majority level."""
+    return np.array([
+        float(np.mean(x[held][:, block].argmax(axis=1)
+                      == x[leaked][:, block].sum(axis=0).argmax()))
+        for block in layout.blocks])
+
+
+def _checked_decoding(
+    decoder: Callable[[np.ndarray], np.ndarray], released: np.ndarray,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    reconstruction = np.asarray(decoder(released), dtype=np.float64)
+    if reconstruction.shape != shape:
+        raise ValueError(f"decoder returned shape {reconstruction.shape} for {shape[0]} "
+                         f"latents; expected the shape of x, {shape}")
+    if not np.isfinite(reconstruction).all():
+        raise ValueError("decoder returned non-finite values")
+    return reconstruction
 
 
 def _rows_within(scores: Sequence[_Scores]) -> float:
@@ -531,159 +682,6 @@ def _checked_original(
         raise ValueError(f"numeric_to_original returned shape {original.shape} for "
                          f"input of shape {numeric.shape}; expected the same shape")
     return original
-
-
-def _views(
-    values: np.ndarray, leaked: np.ndarray, held: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Return the two scalings of the released latents the attackers may use.
-
-    Both use the statistics of all rows (the server holds every released
-    latent): ``"standardized"`` gives each column unit variance, ``"scaled"``
-    divides all columns by one common scale and so keeps the latent's own
-    geometry (a low-variance column stays small). Each view is split into the
-    leaked and the scored held-out rows.
-    """
-    centred = values - values.mean(axis=0)
-    std = centred.std(axis=0)
-    common = np.sqrt(np.mean(std ** 2))
-    views = {
-        "standardized": centred / np.where(std > 0, std, 1.0),
-        "scaled": centred / (common if common > 0 else 1.0),
-    }
-    return {name: (view[leaked], view[held]) for name, view in views.items()}
-
-
-# ---------------------------------------------------------------- attackers
-_Views = Mapping[str, tuple[np.ndarray, np.ndarray]]
-
-
-def _target_groups(layout: _Layout, width: int) -> list[tuple[str, slice]]:
-    """Numeric columns and one-hot columns: each group gets its own tuning."""
-    groups = []
-    if layout.n_numeric:
-        groups.append(("numeric", slice(0, layout.n_numeric)))
-    if layout.n_numeric < width:
-        groups.append(("categorical", slice(layout.n_numeric, width)))
-    return groups
-
-
-def _ridge(views: _Views, y: np.ndarray, layout: _Layout, seed: int) -> tuple[np.ndarray, str]:
-    """Ridge; view and penalty per group of targets by efficient leave-one-out.
-
-    One penalty per group rather than per feature: with a few dozen leaked
-    rows a per-feature choice is noisy and sometimes picks a penalty that
-    explodes on the held-out rows.
-    """
-    from sklearn.linear_model import RidgeCV
-
-    n_new = len(next(iter(views.values()))[1])
-    predicted = np.empty((n_new, y.shape[1]))
-    settings = []
-    for group_name, group in _target_groups(layout, y.shape[1]):
-        fits = []
-        for view, (z, z_new) in views.items():
-            model = RidgeCV(alphas=RIDGE_ALPHAS).fit(z, y[:, group])
-            fits.append((-model.best_score_, view, model, z_new))
-        _, view, model, z_new = min(fits, key=lambda fit: fit[0])
-        predicted[:, group] = model.predict(z_new).reshape(n_new, -1)
-        settings.append(f"{group_name}: {view}, alpha {model.alpha_:.3g}")
-    return predicted, "; ".join(settings)
-
-
-def _knn(views: _Views, y: np.ndarray, layout: _Layout, seed: int) -> tuple[np.ndarray, str]:
-    """k-NN mean; view and k per numeric feature and per one-hot block, by leave-one-out.
-
-    A one-hot block is scored by its Brier score (squared error summed over
-    its columns), so it gets one k.
-    """
-    ks = np.array([k for k in KNN_NEIGHBOURS if k < len(y)])
-    k_max = int(ks.max())
-    groups = [slice(j, j + 1) for j in range(layout.n_numeric)] + list(layout.blocks)
-    errors, orders_new = [], []
-    for z, z_new in views.values():
-        order = _nearest(z, z, k_max, leave_one_out=True)
-        column_errors = np.zeros((len(ks), y.shape[1]))
-        for start in range(0, len(y), CHUNK_ROWS):
-            rows = slice(start, start + CHUNK_ROWS)
-            means = np.cumsum(y[order[rows]], axis=1)[:, ks - 1] / ks[None, :, None]
-            column_errors += ((means - y[rows, None, :]) ** 2).sum(axis=0)
-        errors.append([column_errors[:, group].sum(axis=1) for group in groups])
-        orders_new.append(_nearest(z_new, z, k_max))
-    errors = np.array(errors)  # (views, groups, ks)
-    predicted = np.empty((len(orders_new[0]), y.shape[1]))
-    chosen_k = []
-    for g, group in enumerate(groups):
-        v, i = np.unravel_index(errors[:, g, :].argmin(), errors[:, g, :].shape)
-        k = int(ks[i])
-        predicted[:, group] = y[orders_new[v][:, :k]][:, :, group].mean(axis=1)
-        chosen_k.append(k)
-    return predicted, f"k in [{min(chosen_k)}, {max(chosen_k)}]"
-
-
-def _nearest(
-    query: np.ndarray, reference: np.ndarray, k: int, leave_one_out: bool = False
-) -> np.ndarray:
-    """Return the ``k`` nearest reference rows of each query row (ties: lower index).
-
-    With ``leave_one_out``, ``query`` is ``reference`` and a row is not its
-    own neighbour. Computed in chunks of rows to bound memory.
-    """
-    nearest = np.empty((len(query), k), dtype=np.intp)
-    for start in range(0, len(query), CHUNK_ROWS):
-        distances = _sq_distances(query[start:start + CHUNK_ROWS], reference)
-        if leave_one_out:
-            rows = np.arange(len(distances))
-            distances[rows, start + rows] = np.inf
-        nearest[start:start + len(distances)] = np.argsort(
-            distances, axis=1, kind="stable")[:, :k]
-    return nearest
-
-
-def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    squared = (a ** 2).sum(axis=1)[:, None] + (b ** 2).sum(axis=1)[None, :] - 2 * a @ b.T
-    return np.maximum(squared, 0.0)
-
-
-def _mlp(views: _Views, y: np.ndarray, layout: _Layout, seed: int) -> tuple[np.ndarray, str]:
-    """MLP on standardized latents; width and L2 penalty by k-fold CV on the leaked rows."""
-    from sklearn.model_selection import KFold
-
-    # float32 halves the time of a fit and changes no figure that matters.
-    z, z_new = (view.astype(np.float32) for view in views["standardized"])
-    y = y.astype(np.float32)
-    if len(z) > MLP_MAX_ROWS:  # bound the cost on very large leaks
-        rows = np.sort(np.random.default_rng(seed).choice(len(z), MLP_MAX_ROWS,
-                                                          replace=False))
-        z, y = z[rows], y[rows]
-    grid = MLP_GRID_LARGE if len(z) >= MLP_LARGE_FROM else MLP_GRID
-    folds = list(KFold(MLP_FOLDS, shuffle=True, random_state=seed).split(z))
-    errors = []
-    for width, alpha in grid:
-        error = 0.0
-        for train, test in folds:
-            model = _fit_mlp(z[train], y[train], width, alpha, seed)
-            error += ((model.predict(z[test]).reshape(len(test), -1) - y[test]) ** 2).sum()
-        errors.append(error)
-    width, alpha = grid[int(np.argmin(errors))]
-    model = _fit_mlp(z, y, width, alpha, seed)
-    predicted = model.predict(z_new).reshape(len(z_new), -1).astype(np.float64)
-    return predicted, f"width {width}, alpha {alpha:g}"
-
-
-def _fit_mlp(z: np.ndarray, y: np.ndarray, width: int, alpha: float, seed: int):  # noqa: ANN202
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPRegressor
-
-    model = MLPRegressor(hidden_layer_sizes=(width,), activation="tanh", solver="lbfgs",
-                         alpha=alpha, max_iter=MLP_MAX_ITER, random_state=seed)
-    with warnings.catch_warnings():
-        # Bounded iterations are the budget, not a failure.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(z, y if y.shape[1] > 1 else y.ravel())
-
-
-_ATTACKS = {"ridge": _ridge, "knn": _knn, "mlp": _mlp}
 
 
 # --------------------------------------------------------------- validation
