@@ -66,6 +66,32 @@ def run_point(dataset: str, keys: dict, seed: int, out: Path, leak: float) -> di
     }
 
 
+def label_floor(dataset: str, seed: int, leak: float) -> dict[str, float]:
+    """Return the strongest peer's attack figures when its release is the label itself.
+
+    In simulation the script holds every column and the labels, so it runs
+    the audit's own :func:`~vfl_embed.privacy.audit.label_floor` on each of
+    the 3 peers' encoded columns (full coverage) and keeps the strongest.
+    """
+    from vfl_embed.data.datasets import ID_COLUMN, load_dataset, vertical_split
+    from vfl_embed.peer.preprocessing import Preprocessor
+    from vfl_embed.privacy.audit import encoding_layout
+    from vfl_embed.privacy.audit import label_floor as floor_of
+
+    data = load_dataset(dataset)
+    labels = data.labels.set_index(ID_COLUMN)[data.target]
+    floors = []
+    for peer in range(3):
+        frame = vertical_split(data, 3, peer, coverage=1.0, seed=seed)
+        features = frame.drop(columns=ID_COLUMN)
+        pre = Preprocessor(peer=f"peer-{peer}").fit(features)
+        label = labels.loc[frame[ID_COLUMN]].to_numpy()
+        floors.append(floor_of(pre.transform(features), label,
+                               categorical=data.task == "classification",
+                               leak_fraction=leak, seed=seed, **encoding_layout(pre)))
+    return max(floors, key=lambda f: f["floor_label_r2"])
+
+
 def summary(values: list[float]) -> dict:
     """Mean, sample standard deviation and range of the seeds' values."""
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -81,7 +107,11 @@ def markdown(rows: list[dict], leak: float, seeds: int) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         own = [r for r in rows if r["dataset"] == dataset]
         metric = DATASETS[dataset][1]
-        parts.append(f"\n## {dataset}\n\n| mechanism | {metric} | gap to S0 | attack R² | "
+        floor = own[0]["floor"]
+        parts.append(f"\n## {dataset}\n\nLabel floor (the strongest peer's attack when it "
+                     f"releases the label itself): {floor['mean']:.3f} ± {floor['std']:.3f}; "
+                     f"worst column {own[0]['floor_worst']['mean']:.3f}.\n\n"
+                     f"| mechanism | {metric} | gap to S0 | attack R² | "
                      "worst-column attack R² |\n|---|---:|---:|---:|---:|")
         for row in own:
             cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}"
@@ -115,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[frontier] {dataset} {name} seed {seed}: value {point['value']:.4f}"
                       f", attack {point['attack']:.3f}, worst {point['attack_worst']:.3f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
+        floors = [label_floor(dataset, seed, args.leak) for seed in range(args.seeds)]
+        print(f"[frontier] {dataset} label floor: "
+              f"{statistics.fmean(f['floor_label_r2'] for f in floors):.3f}", flush=True)
         reference = [p["value"] for p in points["raw columns (S0)"]]
         for name, runs in points.items():
             rows.append({"dataset": dataset, "mechanism": name, "config": MECHANISMS[name],
@@ -123,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
                          "gap": summary([r - p["value"] for r, p in zip(reference, runs,
                                                                          strict=True)]),
                          "attack": summary([p["attack"] for p in runs]),
-                         "attack_worst": summary([p["attack_worst"] for p in runs])})
+                         "attack_worst": summary([p["attack_worst"] for p in runs]),
+                         "floor": summary([f["floor_label_r2"] for f in floors]),
+                         "floor_worst": summary([f["floor_label_r2_worst"] for f in floors])})
         (args.out / "frontier.json").write_text(json.dumps(rows, indent=1))
         (args.out / "frontier.md").write_text(markdown(rows, args.leak, args.seeds))
     print(f"frontier: {args.out / 'frontier.md'}")

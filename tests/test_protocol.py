@@ -390,9 +390,13 @@ def test_read_labels_with_class_names(labels_request) -> None:
 
 
 def test_labels_of_the_wrong_shape(labels_request) -> None:
-    reply = protocol.labels_reply(labels_request, np.zeros(4), [])
-    with pytest.raises(PeerReplyError, match=r"alice: sent labels of shape \(4,\), "
+    reply = protocol.labels_reply(labels_request, np.zeros(2), [])
+    with pytest.raises(PeerReplyError, match=r"alice: sent labels of shape \(2,\), "
                                              r"expected \(3,\)"):
+        protocol.read_labels(reply, "alice", 3)
+    reply = protocol.labels_reply(labels_request, np.zeros(4), [])
+    with pytest.raises(PeerReplyError, match=r"alice: array 'labels.labels' declares 4 "
+                                             r"values, more than the 3 asked for"):
         protocol.read_labels(reply, "alice", 3)
     reply = protocol.labels_reply(labels_request, np.zeros((3, 1)), [])
     with pytest.raises(PeerReplyError, match="alice: sent labels of shape"):
@@ -451,3 +455,15 @@ def test_a_million_latents_travel_in_chunks_far_under_the_grpc_limit(embed_reque
     assert sum(sizes) > latents.nbytes
     assert max(sizes) <= FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE + 1024
     assert FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE + 1024 < GRPC_MAX_MESSAGE_LENGTH / 100
+
+
+def test_an_oversized_reply_is_refused_before_it_is_decoded(embed_request):
+    # 20,000,000 declared rows of latents for a 3-row request: refused on the
+    # record's metadata, so the server never builds the array.
+    huge = Array(dtype="float32", shape=(20_000_000, 4), stype="numpy.ndarray", data=b"")
+    reply = Message(RecordDict({protocol.LATENTS: ArrayRecord({protocol.LATENTS: huge}),
+                                protocol.METRICS: MetricRecord({})}),
+                    reply_to=embed_request)
+    with pytest.raises(PeerReplyError, match="peer-1: array 'latents.latents' declares "
+                                             "80000000 values, more than the 300000"):
+        protocol.read_latents(reply, "peer-1", 3)

@@ -26,8 +26,8 @@ from .tables import metrics_table, peer_table
 __all__ = ["write_prediction_report", "write_report"]
 
 # The privacy figures shown in report.md (report.json keeps all of them).
-PRIVACY_COLUMNS = ("leak_fraction", "attack_r2", "pca_r2", "raw_r2", "decoder_r2",
-                   "attack_within_5pct", "attack_cat_accuracy",
+PRIVACY_COLUMNS = ("leak_fraction", "attack_r2", "attack_r2_worst", "pca_r2", "raw_r2",
+                   "decoder_r2", "attack_within_5pct", "attack_cat_accuracy",
                    "majority_cat_accuracy", "dp_epsilon", "dp_delta", "dp_clipped_share")
 
 def write_report(

@@ -52,6 +52,7 @@ peer for anything else, whatever the content.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 
@@ -105,6 +106,9 @@ PEER_INTERNAL_ERROR = 101
 # order 1 to 100; far larger values are a fault and would swamp the
 # downstream model's scale.
 LATENT_LIMIT = 1e6
+# The widest latent a reply may declare when the server does not know its width
+# (the raw-column baseline sends a peer's encoded columns).
+MAX_LATENT_WIDTH = 100_000
 # Peer names end up in logs, reports and file names.
 _RUN_ID = re.compile(r"\d{1,20}")
 _PEER_NAME = re.compile(r"[\w.-]{1,64}")
@@ -291,7 +295,7 @@ def read_points(reply: Message, peer: str, n_rows: int) -> np.ndarray:
     elements stay distinct; a repeated row is a fault of the peer.
     """
     check_reply(reply, peer)
-    values = _array_of(reply, POINTS, POINTS, peer)
+    values = _array_of(reply, POINTS, POINTS, peer, most=n_rows * PSEUDONYM_BYTES)
     if values.dtype != np.uint8 or values.shape != (n_rows, PSEUDONYM_BYTES):
         raise PeerReplyError(
             peer, f"blinded points must be ({n_rows}, {PSEUDONYM_BYTES}) uint8, got "
@@ -318,7 +322,7 @@ def peer_names(infos: Mapping[int, tuple[np.ndarray, dict]]) -> dict[int, str]:
 def read_labels(reply: Message, peer: str, n_rows: int) -> tuple[np.ndarray, list[str]]:
     """Validate a ``query.labels`` reply; return labels and class names."""
     check_reply(reply, peer)
-    labels = _array_of(reply, LABELS, LABELS, peer)
+    labels = _array_of(reply, LABELS, LABELS, peer, most=n_rows)
     if labels.shape != (n_rows,):
         raise PeerReplyError(peer, f"sent labels of shape {labels.shape}, "
                                    f"expected ({n_rows},)")
@@ -344,7 +348,8 @@ def read_latents(
     are returned as float32.
     """
     check_reply(reply, peer)
-    latents = _array_of(reply, LATENTS, LATENTS, peer)
+    latents = _array_of(reply, LATENTS, LATENTS, peer,
+                        most=n_rows * (width or MAX_LATENT_WIDTH))
     allowed = [LATENT_DTYPES[bits]] if bits else list(LATENT_DTYPES.values())
     if latents.dtype not in allowed or latents.ndim != 2:
         raise PeerReplyError(
@@ -382,10 +387,17 @@ def _record(reply: Message, name: str, peer: str):  # noqa: ANN202
     return reply.content[name]
 
 
-def _array_of(reply: Message, record: str, key: str, peer: str) -> np.ndarray:
+def _array_of(reply: Message, record: str, key: str, peer: str,
+              most: int | None = None) -> np.ndarray:
     arrays = _record(reply, record, peer)
     if not isinstance(arrays, ArrayRecord) or key not in arrays:
         raise PeerReplyError(peer, f"reply lacks the array '{record}.{key}'")
+    # The declared size is checked before the bytes are decoded, so an
+    # oversized reply is refused without being materialized.
+    declared = math.prod(int(n) for n in arrays[key].shape)
+    if most is not None and declared > most:
+        raise PeerReplyError(peer, f"array '{record}.{key}' declares {declared} values, "
+                                   f"more than the {most} asked for")
     try:
         values = arrays[key].numpy()
     except Exception as err:  # noqa: BLE001 - any decoding failure is the peer's
