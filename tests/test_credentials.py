@@ -153,9 +153,10 @@ def test_refuses_to_replace_an_existing_ca(credentials):
     (["superlink", "*"], ["org1"], "is a wildcard"),
     (["superlink", " "], ["org1"], "a --superlink-host is empty"),
 ])
-def test_bad_arguments_are_named(tmp_path, hosts, orgs, message):
+def test_bad_arguments_are_named_before_anything_is_written(tmp_path, hosts, orgs, message):
     with pytest.raises(ValueError, match=message):
         make_credentials(tmp_path / "c", hosts, orgs)
+    assert not (tmp_path / "c").exists()
 
 
 def test_command_line(tmp_path, capsys):

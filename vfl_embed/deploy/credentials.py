@@ -79,10 +79,7 @@ def make_superlink_certificate(directory: Path, hosts: Sequence[str]) -> None:
         ``127.0.0.1`` are always added: the SuperLink's own SuperExec, which
         starts the ServerApp, connects over loopback.
     """
-    if not hosts:
-        raise ValueError("give at least one SuperLink host name or IP address")
-    for host in hosts:
-        _check_host(host)
+    _check_hosts(hosts)
     hosts = list(dict.fromkeys([*hosts, "localhost", "127.0.0.1"]))
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
@@ -105,14 +102,7 @@ def make_superlink_certificate(directory: Path, hosts: Sequence[str]) -> None:
 
 def make_supernode_keys(directory: Path, organizations: Sequence[str]) -> None:
     """Write one OpenSSH ECDSA key pair per organization under ``supernodes/``."""
-    if not organizations:
-        raise ValueError("give at least one organization name")
-    for org in organizations:
-        if not _ORG_NAME.match(org):
-            raise ValueError(f"organization name '{org}' must be letters, digits, "
-                             "'.', '_' or '-' (it becomes a file name)")
-    if len(set(organizations)) != len(organizations):
-        raise ValueError(f"organization names repeat: {list(organizations)}")
+    _check_organizations(organizations)
     folder = _private_folder(directory / "supernodes")
     lines = []
     for org in organizations:
@@ -136,8 +126,11 @@ def make_credentials(
     """Create the CA, the SuperLink certificate and the SuperNode keys.
 
     Refuses to overwrite an existing ``ca.key``: a new CA would lock out every
-    organization that already holds the old ``ca.crt``.
+    organization that already holds the old ``ca.crt``. Checks every name
+    before it writes anything.
     """
+    _check_hosts(superlink_hosts)
+    _check_organizations(organizations)
     directory = Path(directory)
     if (directory / "ca.key").exists():
         raise FileExistsError(f"{directory / 'ca.key'} exists; choose another --out "
@@ -157,6 +150,7 @@ def renew_superlink_certificate(
     Organizations keep their ``ca.crt`` and SuperNode keys; restart the
     SuperLink to load the new files.
     """
+    _check_hosts(superlink_hosts)
     directory = Path(directory)
     if not (directory / "ca.key").is_file():
         raise FileNotFoundError(f"{directory / 'ca.key'} does not exist; renewing "
@@ -224,12 +218,26 @@ def _key_usage(key_cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyU
     )
 
 
-def _check_host(host: str) -> None:
-    if not host.strip():
-        raise ValueError("a --superlink-host is empty; give a DNS name or IP address")
-    if "*" in host:
-        raise ValueError(f"--superlink-host '{host}' is a wildcard; name each "
-                         "SuperLink host exactly")
+def _check_hosts(hosts: Sequence[str]) -> None:
+    if not hosts:
+        raise ValueError("give at least one SuperLink host name or IP address")
+    for host in hosts:
+        if not host.strip():
+            raise ValueError("a --superlink-host is empty; give a DNS name or IP address")
+        if "*" in host:
+            raise ValueError(f"--superlink-host '{host}' is a wildcard; name each "
+                             "SuperLink host exactly")
+
+
+def _check_organizations(organizations: Sequence[str]) -> None:
+    if not organizations:
+        raise ValueError("give at least one organization name")
+    for org in organizations:
+        if not _ORG_NAME.match(org):
+            raise ValueError(f"organization name '{org}' must be letters, digits, "
+                             "'.', '_' or '-' (it becomes a file name)")
+    if len(set(organizations)) != len(organizations):
+        raise ValueError(f"organization names repeat: {list(organizations)}")
 
 
 def _san(host: str) -> x509.GeneralName:
