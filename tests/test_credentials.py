@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+import os
 import socket
 import ssl
 import stat
@@ -10,7 +12,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vfl_embed.deploy.credentials import main, make_credentials
+from vfl_embed.deploy.credentials import (
+    CA_VALID_DAYS,
+    LEAF_VALID_DAYS,
+    main,
+    make_credentials,
+    renew_superlink_certificate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +67,78 @@ def test_tls_handshake_succeeds_with_the_ca_and_fails_with_another(credentials, 
                                                      "elsewhere.example")
 
 
+def test_strict_x509_verification_accepts_the_superlink_certificate(credentials):
+    # Python 3.13 turns VERIFY_X509_STRICT on by default; it needs the key identifiers.
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(credentials / "superlink.crt", credentials / "superlink.key")
+    assert _handshake(server, credentials / "ca.crt", "superlink", strict=True) == "ok"
+
+
+def test_certificates_carry_key_identifiers_and_usages(credentials):
+    ca = x509.load_pem_x509_certificate((credentials / "ca.crt").read_bytes())
+    leaf = x509.load_pem_x509_certificate((credentials / "superlink.crt").read_bytes())
+    ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    leaf_aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert leaf_aki.key_identifier == ca_ski.digest
+    assert leaf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    ca_usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    leaf_usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ca_usage.key_cert_sign and not leaf_usage.key_cert_sign
+    assert leaf_usage.digital_signature
+    assert ca.not_valid_after_utc - ca.not_valid_before_utc == dt.timedelta(
+        days=CA_VALID_DAYS, minutes=5)
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(
+        days=LEAF_VALID_DAYS, minutes=5)
+
+
+def test_folders_are_private(credentials):
+    for folder in [credentials, credentials / "supernodes"]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_a_planted_symlink_is_replaced_and_its_target_untouched(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("do not touch")
+    target.chmod(0o644)
+    out = tmp_path / "c"
+    (out / "supernodes").mkdir(parents=True)
+    planted = [out / "superlink.key", out / "ca.crt", out / "supernodes" / "org1.key"]
+    for link in planted:
+        link.symlink_to(target)
+    make_credentials(out, ["superlink"], ["org1"])
+    assert target.read_text() == "do not touch"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    for path in planted:
+        assert not path.is_symlink()
+        assert path.read_bytes().startswith(b"-----BEGIN")
+    assert stat.S_IMODE((out / "superlink.key").stat().st_mode) == 0o600
+    assert [p.name for p in out.rglob("*.tmp")] == []
+
+
+def test_an_output_folder_that_is_a_symlink_is_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        make_credentials(tmp_path / "link", ["superlink"], ["org1"])
+    assert os.listdir(tmp_path / "real") == []
+
+
+def test_renewal_keeps_the_ca_and_replaces_the_superlink_pair(tmp_path):
+    out = make_credentials(tmp_path / "c", ["superlink"], ["org1"])
+    ca_before = (out / "ca.crt").read_bytes()
+    old_key = (out / "superlink.key").read_bytes()
+    main(["--out", str(out), "--superlink-host", "superlink2", "--renew-superlink"])
+    assert (out / "ca.crt").read_bytes() == ca_before
+    assert (out / "superlink.key").read_bytes() != old_key
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(out / "superlink.crt", out / "superlink.key")
+    assert _handshake(server, out / "ca.crt", "superlink2", strict=True) == "ok"
+    with pytest.raises(FileNotFoundError, match="ca.key does not exist"):
+        renew_superlink_certificate(tmp_path / "empty", ["superlink"])
+
+
 def test_refuses_to_replace_an_existing_ca(credentials):
     with pytest.raises(FileExistsError, match="ca.key exists"):
         make_credentials(credentials, ["superlink"], ["org9"])
@@ -69,10 +149,14 @@ def test_refuses_to_replace_an_existing_ca(credentials):
     (["superlink"], [], "at least one organization"),
     (["superlink"], ["../evil"], "must be letters, digits"),
     (["superlink"], ["a", "a"], "repeat"),
+    (["*.example.org"], ["org1"], "'\\*.example.org' is a wildcard"),
+    (["superlink", "*"], ["org1"], "is a wildcard"),
+    (["superlink", " "], ["org1"], "a --superlink-host is empty"),
 ])
-def test_bad_arguments_are_named(tmp_path, hosts, orgs, message):
+def test_bad_arguments_are_named_before_anything_is_written(tmp_path, hosts, orgs, message):
     with pytest.raises(ValueError, match=message):
         make_credentials(tmp_path / "c", hosts, orgs)
+    assert not (tmp_path / "c").exists()
 
 
 def test_command_line(tmp_path, capsys):
@@ -82,9 +166,13 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "c"), "--superlink-host", "127.0.0.1", "a"])
     assert "ca.key exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c"), "--superlink-host", "x", "--renew-superlink",
+              "a"])
+    assert "give no organization names" in capsys.readouterr().err
 
 
-def _handshake(server: ssl.SSLContext, ca_file, hostname: str) -> str:
+def _handshake(server: ssl.SSLContext, ca_file, hostname: str, strict: bool = False) -> str:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -99,6 +187,8 @@ def _handshake(server: ssl.SSLContext, ca_file, hostname: str) -> str:
     thread = threading.Thread(target=serve)
     thread.start()
     client = ssl.create_default_context(cafile=str(ca_file))
+    if strict:
+        client.verify_flags |= ssl.VERIFY_X509_STRICT
     try:
         with socket.create_connection(("127.0.0.1", port)) as raw, \
                 client.wrap_socket(raw, server_hostname=hostname):

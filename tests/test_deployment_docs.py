@@ -49,7 +49,13 @@ def _expected_supernode(index: int, ca: str, key: str, superlink: str, data: str
 
 def test_guide_superlink_command_is_the_tested_one():
     assert _guide_command("flower-superlink") == [
-        deployment.superlink_command("certificates")]
+        deployment.superlink_command("certificates",
+                                     database="superlink-state/superlink.db")]
+
+
+def test_guide_creates_the_superlink_state_folder_before_starting_it():
+    block = next(b for b in _bash_blocks() if "flower-superlink" in b)
+    assert block.index("mkdir -p -m 700 superlink-state") < block.index("flower-superlink")
 
 
 def test_guide_supernode_commands_are_the_tested_ones():
@@ -66,13 +72,14 @@ def test_guide_supernode_commands_are_the_tested_ones():
 def test_compose_runs_the_tested_commands():
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert services["superlink"]["command"] == deployment.superlink_command(
-        "/certificates")[1:]  # the image's entrypoint is the program
+        "/certificates", database="/app/state/superlink.db",
+    )[1:]  # the image's entrypoint is the program
     for i, org in enumerate(ORGS):
         service = services[f"supernode-{org}"]
         assert service["command"] == _expected_supernode(
             i, "/certificates/ca.crt", "/certificates/supernode.key", "superlink:8000",
             f"/data/peer-{i}.csv", "/secrets/alignment.txt", deployment.SUPERNODE_PORT,
-            "/state",
+            "/app/state",
         )[1:]
 
 
@@ -87,11 +94,20 @@ def test_each_supernode_mounts_only_its_own_files():
             f"../data/{org}", "../secrets/alignment.txt",
         ])
         # The one writable mount: the peer's own named state volume.
-        assert [v for v in volumes if not v.endswith(":ro")] == [f"{org}-state:/state"]
-    assert sorted(compose["volumes"]) == [f"{org}-state" for org in ORGS]
+        assert [v for v in volumes if not v.endswith(":ro")] == [f"{org}-state:/app/state"]
+    assert sorted(compose["volumes"]) == [f"{org}-state" for org in ORGS] + [
+        "superlink-state"]
     superlink = " ".join(services["superlink"]["volumes"])
     assert "data" not in superlink and "secrets" not in superlink
     assert "ca.key" not in superlink
+
+
+def test_superlink_keeps_its_database_on_its_volume_and_listens_on_loopback():
+    superlink = yaml.safe_load(COMPOSE.read_text())["services"]["superlink"]
+    assert "superlink-state:/app/state" in superlink["volumes"]
+    command = superlink["command"]
+    assert command[command.index("--database") + 1].startswith("/app/state/")
+    assert superlink["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_compose_file_is_valid_for_docker_compose():

@@ -15,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from .config import ConfigError, RunConfig
 from .errors import PeerDataError, PeerReplyError, RunStoppedError, VerticalRunError
 from .privacy.presets import release_verdict
+from .report.escape import log_text
 from .report.files import write_prediction_report, write_report
 from .report.folders import results_directory, training_run_directory
 from .report.tables import metrics_table, peer_table
@@ -109,9 +110,11 @@ def _log_prediction(result: PredictionResult, paths: Mapping[str, Path]) -> None
 
 
 def _stop(err: Exception, where: str) -> NoReturn:
-    log(ERROR, "vfl_embed stopped %s: %s", where, err)
+    # The error may quote a peer's own words: keep them on one log line.
+    line = log_text(err)
+    log(ERROR, "vfl_embed stopped %s: %s", where, line)
     # An exception, not sys.exit: Flower then flushes the run's logs and
     # marks it failed; SystemExit would bypass both.
-    raise RunStoppedError(str(err)) from None
+    raise RunStoppedError(line) from None
 
 

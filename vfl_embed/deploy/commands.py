@@ -20,14 +20,18 @@ __all__ = [
     "superlink_command", "supernode_command",
 ]
 
-# Flower 1.41 serves its Fleet, Control and Runtime APIs on one HTTPS port.
+# Flower 1.42 serves its Fleet, Control and Runtime APIs on one HTTPS port.
 SUPERLINK_PORT = 8000
 # Each SuperNode's own Runtime API, used by its ClientApp processes (loopback).
 SUPERNODE_PORT = 9094
 
 
 def superlink_command(
-    credentials: str | Path, host: str = "0.0.0.0", port: int = SUPERLINK_PORT
+    credentials: str | Path,
+    host: str = "0.0.0.0",
+    port: int = SUPERLINK_PORT,
+    *,
+    database: str | Path = "",
 ) -> list[str]:
     """``flower-superlink`` with TLS and SuperNode authentication on.
 
@@ -40,6 +44,10 @@ def superlink_command(
         Address to listen on.
     port : int (default: 8000)
         Port of the Fleet, Control and Runtime APIs.
+    database : str | Path (default: "")
+        SQLite file (its folder must exist) where the SuperLink keeps the
+        registered SuperNode keys, runs and messages, so that a restart
+        keeps them. Empty: Flower's in-memory state, lost on restart.
     """
     directory = Path(credentials)
     return [
@@ -50,6 +58,7 @@ def superlink_command(
         "--enable-supernode-auth",
         # The app's dependencies are installed with the image/venv.
         "--disable-runtime-dependency-installation",
+        *(["--database", str(database)] if database else []),
         "--host", host, "--port", str(port),
     ]
 

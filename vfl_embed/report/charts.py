@@ -16,6 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..privacy.audit import HEADLINE_KEYS
+from .atomic import FILE_MODE, private_folder, write_atomic
+from .escape import csv_cell, markdown_cell
 from .tables import markdown as scenario_table
 
 __all__ = ["plot_peer_metric", "plot_predictions", "plot_privacy", "plot_projection",
@@ -254,10 +256,9 @@ def scenario_figure(rows: Sequence[Mapping]) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=100),
+                        FILE_MODE)
 
 
 # ------------------------------------------------------------------ reports
@@ -298,8 +299,7 @@ def render_report(source: str | Path, out_dir: str | Path | None = None) -> dict
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not JSON ({err.msg}, line {err.lineno})") from None
-    out = Path(out_dir) if out_dir is not None else path.parent
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_folder(Path(out_dir) if out_dir is not None else path.parent)
     if isinstance(data, list) and all(isinstance(r, dict) and "scenario" in r for r in data):
         return _render_scenarios(data, out)
     if isinstance(data, dict) and "status" in data and "run_config" in data:
@@ -319,11 +319,10 @@ def _report_file(source: Path) -> Path:
 
 
 def _render_scenarios(rows: list[dict], out: Path) -> dict[str, Path]:
-    paths = {"chart": _save(scenario_figure(rows), out / "scenarios.png"),
-             "markdown": out / "scenarios.md"}
-    paths["markdown"].write_text(
-        scenario_table(rows) + "\n![held-out metric per scenario](scenarios.png)\n")
-    return paths
+    return {"chart": _save(scenario_figure(rows), out / "scenarios.png"),
+            "markdown": write_atomic(out / "scenarios.md", scenario_table(rows)
+                                     + "\n![held-out metric per scenario](scenarios.png)\n",
+                                     FILE_MODE)}
 
 
 def _render_run(report: dict, run_dir: Path, out: Path) -> dict[str, Path]:
@@ -336,8 +335,8 @@ def _render_run(report: dict, run_dir: Path, out: Path) -> dict[str, Path]:
         text, written = draw(report, run_dir, out)
         sections.append(f"## {title}\n\n{text}")
         paths.update(written)
-    paths["markdown"] = out / "charts.md"
-    paths["markdown"].write_text("\n\n".join(sections) + "\n")
+    paths["markdown"] = write_atomic(out / "charts.md", "\n\n".join(sections) + "\n",
+                                     FILE_MODE)
     return paths
 
 
@@ -345,10 +344,11 @@ def _headline(report: Mapping) -> str:
     config = report.get("run_config", {})
     name = config.get("dataset") or "custom data"
     run = f"run {report['run_id']}" if report.get("run_id") else "run"
-    lines = [f"# vfl_embed {run}: {name}"]
+    lines = [f"# vfl_embed {run}: {markdown_cell(name)}"]
     entities = report.get("entities", {})
     if report["status"] != "completed":
-        lines.append(f"**Stopped in the {report.get('phase')} phase**: {report.get('error')}")
+        lines.append(f"**Stopped in the {markdown_cell(report.get('phase'))} phase**: "
+                     f"{markdown_cell(report.get('error'))}")
     elif report.get("mode", "train") == "train":
         lines.append(
             f"{report['task']} with {report.get('model')} on the joined latents of "
@@ -371,7 +371,8 @@ def _predictions_section(
         return "No `predictions.csv` in the run directory.", {}
     import pandas as pd  # only here: the other charts need no table
 
-    task, classes = report.get("task"), report.get("classes") or []
+    # predictions.csv holds the class names as csv_cell wrote them.
+    task, classes = report.get("task"), [csv_cell(c) for c in report.get("classes") or []]
     # Class names stay text ("1" is not 1); numeric class labels stay numbers.
     frame = pd.read_csv(csv, dtype={"actual": str, "predicted": str} if classes else None)
     if not {"actual", "predicted"} <= set(frame.columns) or task not in HEADLINE:
@@ -427,6 +428,7 @@ def _privacy_section(
     path = _save(fig, out / "chart-privacy.png")
     keys = _privacy_keys(privacy)
     table = "\n".join([f"| peer | {' | '.join(keys)} |", "|---|" + "---:|" * len(keys)] + [
-        f"| {peer} | " + " | ".join(f"{privacy[peer].get(k, np.nan):.4f}" for k in keys)
+        f"| {markdown_cell(peer)} | "
+        + " | ".join(f"{privacy[peer].get(k, np.nan):.4f}" for k in keys)
         + " |" for peer in sorted(privacy)])
     return f"{table}\n\n![privacy audit]({path.name})", {"privacy": path}

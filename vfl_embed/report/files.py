@@ -4,6 +4,12 @@ A training run's directory is also what a later prediction run loads (see
 :class:`~vfl_embed.server.prediction.TrainedFederation`): ``report.json`` names the
 task, classes, model file and latent blocks, beside the model and the
 moments of the joined training latents.
+
+Every file is written whole (:func:`~vfl_embed.report.atomic.write_atomic`),
+``report.json`` last, into a folder readable by its owner's group only.
+Class names, peer names and error text come from peers and data files: they
+are escaped for Markdown and, in ``predictions.csv``, against spreadsheet
+formulas (:mod:`~vfl_embed.report.escape`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from ..privacy.dp import GaussianLatentRelease
 from ..privacy.presets import release_verdict
 from ..server.prediction import MOMENTS_FILE, PredictionResult
 from ..server.result import VerticalResult
+from .atomic import FILE_MODE, private_folder, write_atomic
+from .escape import csv_cell, markdown_cell
 from .tables import metrics_table, peer_table
 
 __all__ = ["write_prediction_report", "write_report"]
@@ -46,15 +54,14 @@ def write_report(
     (``result.status == "failed"``) gets the JSON and Markdown reports of
     what it finished, and nothing else. Returns the paths written, by kind.
     """
-    directory = Path(directory).expanduser().resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_folder(Path(directory).expanduser().resolve())
     paths = {}
     if result.status == "completed":
         paths["model"] = result.model.save(directory)
-        paths["moments"] = directory / MOMENTS_FILE
-        np.savez(paths["moments"], mean=result.latent_mean, cov=result.latent_cov)
-        paths["predictions"] = directory / "predictions.csv"
-        _held_out_frame(result).to_csv(paths["predictions"], index=False)
+        paths["moments"] = write_atomic(directory / MOMENTS_FILE, lambda file: np.savez(
+            file, mean=result.latent_mean, cov=result.latent_cov), FILE_MODE)
+        paths["predictions"] = _write_csv(directory / "predictions.csv",
+                                          _held_out_frame(result))
     summary = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": str(run_id),
@@ -100,14 +107,15 @@ def _markdown(result: VerticalResult, summary: dict) -> str:
             "## Downstream metrics\n\n" + metrics_table(result),
         ]
     else:
-        outcome = [f"**Stopped in the {result.phase} phase**: {result.error}\n\n"
+        outcome = [f"**Stopped in the {result.phase} phase**: "
+                   f"{markdown_cell(result.error)}\n\n"
                    f"{len(result.peer_rows)} peers aligned, {result.n_entities} "
                    f"entities held by all. Time: {timing}."]
     return "\n\n".join([
         "# vfl_embed run report",
         *outcome,
-        *[f"**Finished without {name}**: {why}." for name, why in
-          sorted(result.dropped_peers.items())],
+        *[f"**Finished without {markdown_cell(name)}**: {markdown_cell(why)}."
+          for name, why in sorted(result.dropped_peers.items())],
         *([f"{result.unseen_class_test_rows} held-out entities have a class no "
            "training entity has and are left out of the evaluation."]
           if result.unseen_class_test_rows else []),
@@ -136,8 +144,8 @@ def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict)
             "R² of the numeric columns), beside the same attack on PCA of the same "
             "width and on the raw columns.\n\n| peer | " + " | ".join(keys) + " |\n|---|"
             + "---:|" * len(keys) + "\n" + "\n".join(
-                f"| {peer} | " + " | ".join(f"{figures.get(k, float('nan')):.4g}"
-                                             for k in keys) + " |"
+                f"| {markdown_cell(peer)} | "
+                + " | ".join(f"{figures.get(k, float('nan')):.4g}" for k in keys) + " |"
                 for peer, figures in sorted(privacy.items())))
     if dp:
         lines.append(
@@ -168,7 +176,14 @@ def _held_out_frame(result: VerticalResult) -> pd.DataFrame:
 
 
 def _named(values: np.ndarray, classes: list[str]) -> np.ndarray:
-    return np.asarray(classes, dtype=object)[values.astype(int)] if classes else values
+    """Class codes as class names, safe in a spreadsheet (see :func:`csv_cell`)."""
+    if not classes:
+        return values
+    return np.asarray([csv_cell(c) for c in classes], dtype=object)[values.astype(int)]
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    return write_atomic(path, lambda file: frame.to_csv(file, index=False), FILE_MODE)
 
 
 def _with_probabilities(
@@ -193,16 +208,14 @@ def write_prediction_report(
     ``proba_<class>`` column per class, and ``imputed_peers`` (the peers
     whose latents were imputed, ``;``-separated).
     """
-    directory = Path(directory).expanduser().resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_folder(Path(directory).expanduser().resolve())
     paths = {}
     if result.status == "completed":
         frame = pd.DataFrame({"id": result.ids,
                               "predicted": _named(result.predictions, result.classes)})
         frame = _with_probabilities(frame, result.probabilities, result.classes)
-        frame["imputed_peers"] = result.imputed
-        paths["predictions"] = directory / "predictions.csv"
-        frame.to_csv(paths["predictions"], index=False)
+        frame["imputed_peers"] = [csv_cell(names) for names in result.imputed]
+        paths["predictions"] = _write_csv(directory / "predictions.csv", frame)
     imputed = sum(1 for names in result.imputed if names)
     summary = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -225,10 +238,12 @@ def write_prediction_report(
 
 
 def _write_summary(directory: Path, summary: dict, markdown: str) -> dict[str, Path]:
-    paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
-    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
-    paths["markdown"].write_text(markdown)
-    return paths
+    """Write ``report.md``, then ``report.json``: a later run looks for the latter."""
+    return {
+        "markdown": write_atomic(directory / "report.md", markdown, FILE_MODE),
+        "json": write_atomic(directory / "report.json",
+                             json.dumps(summary, indent=2, default=str), FILE_MODE),
+    }
 
 
 def _prediction_markdown(summary: dict) -> str:
@@ -239,8 +254,9 @@ def _prediction_markdown(summary: dict) -> str:
                    f"{summary['train_run']} ({counts['imputed']} with imputed peer "
                    f"latents, {counts['not_scored']} not scored); see `predictions.csv`.")
     else:
-        outcome = f"**Stopped in the {summary['phase']} phase**: {summary['error']}"
-    missing = "\n".join(f"| {peer} | {n} |" for peer, n in
+        outcome = (f"**Stopped in the {summary['phase']} phase**: "
+                   f"{markdown_cell(summary['error'])}")
+    missing = "\n".join(f"| {markdown_cell(peer)} | {n} |" for peer, n in
                         sorted(counts["missing_by_peer"].items()))
     return "\n\n".join([
         "# vfl_embed prediction report", outcome,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..server.result import VerticalResult
+from .escape import markdown_cell
 
 __all__ = ["markdown", "metrics_table", "peer_table", "table_rows"]
 
@@ -27,7 +28,7 @@ def peer_table(result: VerticalResult) -> str:
     for peer in sorted(result.peer_metrics):
         values = result.peer_metrics[peer]
         cells = [f"{values.get(c, float('nan')):.4g}" for c in PEER_COLUMNS]
-        lines.append(f"| {peer} | {result.peer_rows.get(peer, 0)} | "
+        lines.append(f"| {markdown_cell(peer)} | {result.peer_rows.get(peer, 0)} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 

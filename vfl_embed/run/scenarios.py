@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RunFailedError
+from ..report.atomic import FILE_MODE, private_folder, write_atomic
 
 if TYPE_CHECKING:  # flwr is imported by whoever builds the federation, not here
     from ..deploy.flwr_commands import LocalRun
@@ -235,7 +236,5 @@ def _mean(values: Iterable[float]) -> float:
 
 def write_rows(rows: Sequence[Mapping], out_dir: Path) -> Path:
     """Write the runs' rows to ``out_dir/scenarios.json`` and return its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "scenarios.json"
-    path.write_text(json.dumps(list(rows), indent=2))
-    return path
+    return write_atomic(private_folder(out_dir) / "scenarios.json",
+                        json.dumps(list(rows), indent=2), FILE_MODE)
