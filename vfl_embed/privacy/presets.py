@@ -16,6 +16,7 @@ label floor and what it sends where).
   only a little (Ames 0.91) at a cost of about 0.02 in the metric.
 - ``strong``: each peer releases a cross-fitted prediction of the label from
   its own columns (stacking); the training labels go to the peers in clear.
+  Ames: gap 0.031 to S0 and attack 0.28, against a label floor of 0.22.
 """
 
 from __future__ import annotations
