@@ -67,6 +67,9 @@ from vfl_embed.testing.host_network import HostNetwork, unavailable_reason
 
 SPLIT_APP = Path(__file__).resolve().parent / "split_learning"
 DEMO_SECRET = "vfl-embed-demo-secret"  # both apps' default alignment-secret
+# The one-shot runs skip the audit (it is not what is compared), which a
+# deployed peer requires by default: the benchmark's peers lift that limit.
+ONESHOT_POLICY = {"require-audit": False}
 
 
 class Runner(Protocol):
@@ -303,7 +306,8 @@ def deployed(paths: list[Path], label_column: str, root: Path) -> Iterator[Deplo
     secret.write_text(DEMO_SECRET + "\n")
     configs = {peer: deployment.node_config(path, peer, secret,
                                             label_column=label_column if i == 0 else "",
-                                            message_log_dir=message_log)
+                                            message_log_dir=message_log,
+                                            policy=ONESHOT_POLICY)
                for i, (peer, path) in enumerate(zip(peers, paths, strict=True))}
     hosts = {"superlink": 1, "operator": 2} | {peer: 11 + i for i, peer in enumerate(peers)}
     with HostNetwork(hosts) as network:

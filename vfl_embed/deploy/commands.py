@@ -13,6 +13,7 @@ before it may connect, and every process trusts only the federation's CA.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
@@ -104,12 +105,15 @@ def node_config(
     label_column: str = "",
     state_dir: str | Path = "",
     message_log_dir: str | Path = "",
+    policy: Mapping[str, object] | None = None,
 ) -> str:
     """Format the ``--node-config`` value of a peer (keys: see ``peer_from_context``).
 
     Without ``state_dir`` the peer keeps its encoders next to its data file;
     with ``message_log_dir`` it keeps a copy of every message it sends and
-    receives there (see :mod:`vfl_embed.peer.message_log`).
+    receives there (see :mod:`vfl_embed.peer.message_log`). ``policy`` sets
+    limits of the peer's own policy (``docs/peer-policy.md``) over its
+    deployment defaults, e.g. ``{"require-audit": False}``.
     """
     values: dict[str, str] = {
         "data-path": str(data_path), "id-column": id_column,
@@ -121,6 +125,8 @@ def node_config(
         values["state-dir"] = str(state_dir)
     if message_log_dir:
         values["message-log-dir"] = str(message_log_dir)
+    values |= {key: str(value).lower() if isinstance(value, bool) else str(value)
+               for key, value in (policy or {}).items()}
     for key, value in values.items():
         if "'" in value or '"' in value:
             raise ValueError(f"node config '{key}' must not contain quotes: {value!r}")

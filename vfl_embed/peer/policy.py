@@ -168,6 +168,6 @@ _SIMULATION = PeerPolicy(
     max_encoder_weights=100_000_000, max_steps=10_000_000, max_rows=0,
     accept_labels="any")
 _DEPLOYMENT = PeerPolicy(
-    min_noise_multiplier=0.0, max_latent_ratio=0.5, require_audit=True,
+    min_noise_multiplier=0.0, max_latent_ratio=1.0, require_audit=True,
     max_encoder_weights=5_000_000, max_steps=200_000, max_rows=0,
     accept_labels="private")
