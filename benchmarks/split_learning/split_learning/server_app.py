@@ -160,7 +160,8 @@ class SplitLearning:
                                f"label column; found {len(holders)}")
         name = self.names[holders[0]]
         replies = self._exchange(
-            [protocol.labels_request(holders[0], plan.positions[name])],
+            [protocol.labels_request(holders[0], plan.positions[name],
+                                    self.fingerprints[holders[0]])],
             lambda n, reply: protocol.read_labels(reply, name, len(plan)), "labels")
         return replies[holders[0]]
 
