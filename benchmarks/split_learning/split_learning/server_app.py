@@ -31,6 +31,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from vfl_embed.config import RunConfig
 from vfl_embed.errors import PeerReplyError
 from vfl_embed.server.downstream import score
 from vfl_embed.server.exchange import exchange_all, wait_for_nodes
@@ -136,7 +137,7 @@ class SplitLearning:
             y, classes = self._peer_labels(
                 [n for n in nodes if replies[n][1][protocol.HAS_LABEL]], plan)
         else:
-            labels = server_labels(self.config)
+            labels = server_labels(RunConfig(self.config))
             plan = intersect(pseudonyms | {"server labels": labels.pseudonyms}, fraction,
                              self.seed)
             y = labels.values[locate(plan.pseudonyms, labels.pseudonyms)]
