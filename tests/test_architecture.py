@@ -2,7 +2,7 @@
 
 - the peer side and the server side never import each other; both meet in
   ``wire/``;
-- the shared ground (``errors``, ``config``, ``version``, ``batching``,
+- the shared ground (``errors``, ``config``, ``version``, ``batching``, ``atomic``,
   ``wire/``, ``data/``, ``privacy/``) imports neither side;
 - nothing but the package's lazy front (``vfl_embed/__init__``) imports
   ``run/``, and ``testing/`` is imported by no library module;
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vfl_embed"
-SHARED = {"errors", "config", "version", "batching", "wire", "data", "privacy"}
+SHARED = {"errors", "config", "version", "batching", "atomic", "wire", "data", "privacy"}
 # Which subpackages (or root modules) each part may import, besides itself.
 ALLOWED = {
     "shared": SHARED,

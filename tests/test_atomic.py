@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from vfl_embed.report.atomic import FOLDER_MODE, private_folder, write_atomic
+from vfl_embed.atomic import FOLDER_MODE, private_folder, write_atomic
 
 
 @pytest.fixture

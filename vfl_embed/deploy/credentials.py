@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +41,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ..atomic import write_atomic
 
 __all__ = ["make_ca", "make_superlink_certificate", "make_supernode_keys",
            "make_credentials", "renew_superlink_certificate"]
@@ -267,26 +267,9 @@ def _private_folder(path: Path) -> Path:
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new file and rename it over ``path``.
-
-    The temporary file is created with ``O_EXCL | O_NOFOLLOW``, so nothing
-    planted in the folder is opened, and the rename replaces a planted file
-    or symbolic link at ``path`` rather than writing through it.
-    """
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    descriptor = os.open(temporary, flags, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            os.fchmod(file.fileno(), mode)  # the umask may have dropped bits
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
+    # A new file renamed over ``path``: a planted file or symbolic link there
+    # is replaced, never written through.
+    write_atomic(path, data, mode)
 
 if __name__ == "__main__":
     main()

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ..atomic import FILE_MODE, private_folder, write_atomic
 from ..privacy.audit import HEADLINE_KEYS
-from .atomic import FILE_MODE, private_folder, write_atomic
 from .escape import csv_cell, markdown_cell
 from .tables import markdown as scenario_table
 

@@ -5,7 +5,7 @@ A training run's directory is also what a later prediction run loads (see
 task, classes, model file and latent blocks, beside the model and the
 moments of the joined training latents.
 
-Every file is written whole (:func:`~vfl_embed.report.atomic.write_atomic`),
+Every file is written whole (:func:`~vfl_embed.atomic.write_atomic`),
 ``report.json`` last, into a folder readable by its owner's group only.
 Class names, peer names and error text come from peers and data files: they
 are escaped for Markdown and, in ``predictions.csv``, against spreadsheet
@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import FILE_MODE, private_folder, write_atomic
 from ..config import RunConfig
 from ..privacy.dp import GaussianLatentRelease
 from ..privacy.presets import release_verdict
 from ..server.prediction import MOMENTS_FILE, PredictionResult
 from ..server.result import VerticalResult
-from .atomic import FILE_MODE, private_folder, write_atomic
 from .escape import csv_cell, markdown_cell
 from .tables import metrics_table, peer_table
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..atomic import FILE_MODE, private_folder, write_atomic
 from ..errors import RunFailedError
-from ..report.atomic import FILE_MODE, private_folder, write_atomic
 
 if TYPE_CHECKING:  # flwr is imported by whoever builds the federation, not here
     from ..deploy.flwr_commands import LocalRun
