@@ -28,6 +28,7 @@ from .policy import PeerPolicy
 from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
 from .release import LatentRelease, audit_figures
+from .requests import check_in_range
 from .state import PeerState
 
 __all__ = ["Peer"]
@@ -229,11 +230,7 @@ class Peer:
         return self._select(positions, self.table.features)
 
     def _select(self, positions: np.ndarray, values: pd.DataFrame | pd.Series):  # noqa: ANN202
-        if positions.ndim != 1 or (len(positions) and (
-            positions.min() < 0 or positions.max() >= len(self.table)
-        )):
-            raise PeerDataError(f"{self.name}: the server sent row positions out of "
-                                f"range for a table of {len(self.table)} rows")
+        check_in_range(positions, len(self.table), self.name)
         return values.iloc[positions].reset_index(drop=True)
 
     def _encoder(

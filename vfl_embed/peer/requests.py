@@ -19,7 +19,7 @@ from flwr.app import Array, Message
 from ..errors import PeerDataError
 from ..wire import protocol
 
-__all__ = ["RequestPlan", "read_request_plan"]
+__all__ = ["RequestPlan", "check_in_range", "read_request_plan"]
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,15 @@ def _decoded(plan, key: str, dtype: str, most: int, peer: str) -> np.ndarray | N
     return values
 
 
-def _check_positions(positions: np.ndarray, n_rows: int, peer: str) -> None:
-    if len(positions) and (positions.min() < 0 or positions.max() >= n_rows):
+def check_in_range(positions: np.ndarray, n_rows: int, peer: str) -> None:
+    """Raise :class:`PeerDataError` unless ``positions`` are 1-D rows of ``n_rows``."""
+    if positions.ndim != 1 or (len(positions) and (
+            positions.min() < 0 or positions.max() >= n_rows)):
         raise PeerDataError(f"{peer}: the server sent row positions out of range for a "
                             f"table of {n_rows} rows")
+
+
+def _check_positions(positions: np.ndarray, n_rows: int, peer: str) -> None:
+    check_in_range(positions, n_rows, peer)
     if len(np.unique(positions)) != len(positions):
         raise PeerDataError(f"{peer}: the server sent repeated row positions")
