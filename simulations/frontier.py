@@ -33,7 +33,16 @@ MECHANISMS = {
     "autoencoder 8, noise 0.3": {"encoder": "autoencoder", "latent-dim": 8,
                                  "dp-noise-multiplier": 0.3},
     "prediction (stacking)": {"encoder": "prediction"},
+    "prediction, ridge combiner": {"encoder": "prediction", "model": "ridge"},
+    "post-hoc noise 0.5": {"encoder": "autoencoder", "latent-dim": 32,
+                           "dp-noise-multiplier": 0.5},
+    "post-hoc noise 1": {"encoder": "autoencoder", "latent-dim": 32,
+                         "dp-noise-multiplier": 1.0},
+    "post-hoc noise 2": {"encoder": "autoencoder", "latent-dim": 32,
+                         "dp-noise-multiplier": 2.0},
 }
+# Mechanisms whose server model only fits one task.
+REGRESSION_ONLY = frozenset({"prediction, ridge combiner"})
 DATASETS = {"ames": ("xgboost", "r2"), "digits": ("logistic", "accuracy"),
             "titanic": ("xgboost", "accuracy"), "breast-cancer": ("xgboost", "accuracy")}
 
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     for dataset in args.dataset or ["ames"]:
         points = {}
         for name in mechanisms:
+            if name in REGRESSION_ONLY and DATASETS[dataset][1] != "r2":
+                continue
             points[name] = []
             for seed in range(args.seeds):
                 started = time.perf_counter()

@@ -35,7 +35,7 @@ def test_values_are_typed_and_defaults_filled():
     ({"latent-dim": True}, "run config 'latent-dim' must be an integer"),
     ({"latent-dim": 0}, r"run config 'latent-dim' must be in \[1, 4096\], got 0"),
     ({"audit": "yes"}, "run config 'audit' must be true or false"),
-    ({"model": "forest"}, "run config 'model' must be one of xgboost, logistic, mlp"),
+    ({"model": "forest"}, "run config 'model' must be one of xgboost, logistic, ridge, mlp"),
     ({"latent-bits": 64}, "run config 'latent-bits' must be one of 32, 16, got 64"),
     ({"timeout": float("nan")}, "run config 'timeout' must be finite"),
 ])

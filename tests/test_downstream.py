@@ -47,6 +47,12 @@ def logistic(digits) -> DownstreamModel:
 
 
 @pytest.fixture(scope="module")
+def ridge(linear) -> DownstreamModel:
+    x, y, _, _ = linear
+    return DownstreamModel("ridge", "regression").fit(x, y)
+
+
+@pytest.fixture(scope="module")
 def linear() -> tuple[np.ndarray, ...]:
     """1,200 rows of a noisy linear target: the MLP stops early in ~50 epochs."""
     rng = np.random.default_rng(1)
@@ -151,7 +157,7 @@ def test_unknown_kind_raises(regression) -> None:
     with pytest.raises(ValueError, match="model must be one of") as err:
         DownstreamModel("forest", "regression").fit(x, y)
     assert "'forest'" in str(err.value)
-    assert MODELS == ("xgboost", "logistic", "mlp")
+    assert MODELS == ("xgboost", "logistic", "ridge", "mlp")
 
 
 def test_unknown_task_raises(regression) -> None:
@@ -189,6 +195,7 @@ def test_predict_proba_needs_classification(xgb_regressor, regression) -> None:
     ("xgb_classifier", "digits", "downstream_model.json"),
     ("xgb_regressor", "regression", "downstream_model.json"),
     ("logistic", "digits", "downstream_model.logistic.json"),
+    ("ridge", "linear", "downstream_model.ridge.json"),
     ("mlp", "linear", "downstream_model.keras"),
 ])
 def test_saved_model_reloads_with_identical_predictions(request, name, data, file_name,
@@ -205,7 +212,8 @@ def test_saved_model_reloads_with_identical_predictions(request, name, data, fil
 
 
 @pytest.mark.parametrize(("name", "data"), [
-    ("xgb_classifier", "digits"), ("logistic", "digits"), ("mlp", "linear"),
+    ("xgb_classifier", "digits"), ("logistic", "digits"), ("ridge", "linear"),
+    ("mlp", "linear"),
 ])
 def test_a_rows_prediction_does_not_depend_on_the_other_rows(request, name, data) -> None:
     model, x_test = request.getfixturevalue(name), request.getfixturevalue(data)[2]
@@ -213,6 +221,21 @@ def test_a_rows_prediction_does_not_depend_on_the_other_rows(request, name, data
     everything = scores(x_test)
     for rows in (np.arange(len(x_test))[::-1], np.arange(0, len(x_test), 7), [3]):
         np.testing.assert_array_equal(scores(x_test[rows]), everything[rows])
+
+
+def test_ridge_recovers_a_linear_target_and_picks_its_penalty(ridge, linear) -> None:
+    _, _, x_test, y_test = linear
+    # y = 2 x0 + x1 + noise (std 0.3): the fit explains all but the noise.
+    assert ridge.evaluate(x_test, y_test)["r2"] > 0.97
+    coef = ridge.model_.named_steps["ridge"].coef_ / ridge.model_.named_steps[
+        "standardscaler"].scale_
+    np.testing.assert_allclose(coef, [2.0, 1.0, 0.0], atol=0.05)
+
+
+def test_ridge_needs_a_regression_task(digits) -> None:
+    x, y, _, _ = digits
+    with pytest.raises(ValueError, match="ridge regression needs a regression"):
+        DownstreamModel("ridge", "classification").fit(x, y)
 
 
 def test_load_refuses_what_is_not_a_saved_model(tmp_path) -> None:

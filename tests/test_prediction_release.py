@@ -65,6 +65,22 @@ def test_each_peer_trains_on_the_labels_of_its_own_rows(tmp_path):
     assert shuffled.metrics["r2"] < 0.1, shuffled.metrics
 
 
+@pytest.mark.usefixtures("server_identity")
+def test_each_peer_reports_the_label_floor_of_its_training_labels(tmp_path):
+    """Peers 0 and 1 each hold one column that is a linear part of the label
+    (variance 1 of the label's 2.5): the label alone recovers that column at
+    R² 1 / 2.5 = 0.4 and the peer's two other columns at 0, which the floor
+    each peer reports must show."""
+    result = _run(_files(tmp_path), audit=True, **{"audit-leak-fraction": 0.2})
+    floors = {peer: (f["floor_label_r2"], f["floor_label_r2_worst"])
+              for peer, f in result.privacy.items()}
+    assert sorted(floors) == ["peer-0", "peer-1", "peer-2"]
+    for peer in ("peer-0", "peer-1"):
+        mean, worst = floors[peer]
+        assert 0.3 < worst < 0.5, floors
+        assert mean == pytest.approx(worst / 3, abs=0.05), floors
+
+
 @pytest.fixture
 def peer() -> Peer:
     x, y = _columns()

@@ -231,8 +231,9 @@ KEYS: dict[str, Key] = _keys(
         "The delta of each release's (epsilon, delta).", low=1e-12, high=0.1),
     # --- downstream ---------------------------------------------------------
     Key("model", "xgboost", "server", "downstream",
-        "Downstream model: `xgboost`, `logistic` (classification) or `mlp`.",
-        choices=("xgboost", "logistic", "mlp")),
+        "Downstream model: `xgboost`, `logistic` (classification), `ridge` "
+        "(regression; combines `prediction` releases best) or `mlp`.",
+        choices=("xgboost", "logistic", "ridge", "mlp")),
     Key("search-iterations", 0, "server", "downstream",
         "Randomized hyper-parameter search size (0: the fixed recipe).", low=0),
     # --- prediction ---------------------------------------------------------

@@ -27,7 +27,7 @@ from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
 from .policy import PeerPolicy
 from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
-from .release import LatentRelease, audit_figures
+from .release import LatentRelease, audit_figures, label_floor_figures
 from .requests import check_in_range
 from .state import PeerState
 
@@ -172,6 +172,10 @@ class Peer:
         seed = _peer_seed(int(config.get("seed", 42)), self.name)
         privacy |= audit_figures(x, latents.astype(np.float32, copy=False), preprocessor,
                                  encoder, config, seed, self.name)
+        if train_targets is not None:
+            privacy |= label_floor_figures(
+                x[train], train_targets, preprocessor, config, seed, self.name,
+                categorical=str(config.get("task", "")) == "classification")
         if self.state_dir is not None and run_id is not None:
             self._save(PeerState(self.name, run_id, preprocessor, encoder,
                                  release.settings()))

@@ -28,12 +28,12 @@ from flwr.common.logger import log
 
 from ..config import KEYS
 from ..errors import PeerDataError
-from ..privacy.audit import ReconstructionAudit, encoding_layout
+from ..privacy.audit import ReconstructionAudit, encoding_layout, label_floor
 from ..privacy.dp import GaussianLatentRelease
 from ..wire.protocol import LATENT_BITS, LATENT_DTYPES
 from .preprocessing import Preprocessor
 
-__all__ = ["LatentRelease", "audit_figures"]
+__all__ = ["LatentRelease", "audit_figures", "label_floor_figures"]
 
 
 
@@ -154,9 +154,8 @@ def audit_figures(
     """
     if not bool(settings.get("audit", True)):
         return {}
-    fraction = settings.get("audit-leak-fraction", KEYS["audit-leak-fraction"].default)
     try:
-        audit = ReconstructionAudit(leak_fraction=float(fraction), seed=seed)
+        audit = ReconstructionAudit(leak_fraction=_leak_fraction(settings), seed=seed)
         result = audit.run(x, latents, **encoding_layout(preprocessor),
                            decoder=getattr(decoder, "decode", None))
     except ValueError as err:
@@ -166,3 +165,30 @@ def audit_figures(
             100 * result.leak_fraction, column,
             ", ".join(f"{key} {value:.3f}" for key, value in figures.items()))
     return result.to_dict()
+
+
+def label_floor_figures(
+    x_train: np.ndarray, targets: np.ndarray, preprocessor: Preprocessor,
+    settings: Mapping[str, object], seed: int, name: str, *, categorical: bool,
+) -> dict[str, float]:
+    """Return the audit's attack on the training labels alone: the run's label floor.
+
+    A peer that trained on labels can say how much of its columns the
+    label itself gives away, with the same attackers and leak fraction as
+    its release's audit: a label-useful release cannot go much below it
+    (PRIVACY.md, "The label floor"). The figures are aggregates
+    (``floor_label_r2``, ``floor_label_r2_worst``, ``floor_label_cat_accuracy``);
+    ``audit = false`` skips them.
+    """
+    if not bool(settings.get("audit", True)):
+        return {}
+    try:
+        return label_floor(x_train, targets, categorical=categorical,
+                           leak_fraction=_leak_fraction(settings), seed=seed,
+                           **encoding_layout(preprocessor))
+    except ValueError as err:
+        raise PeerDataError(f"{name}: privacy audit of the label floor: {err}") from err
+
+
+def _leak_fraction(settings: Mapping[str, object]) -> float:
+    return float(settings.get("audit-leak-fraction", KEYS["audit-leak-fraction"].default))

@@ -36,7 +36,8 @@ __all__ = ["write_prediction_report", "write_report"]
 # The privacy figures shown in report.md (report.json keeps all of them).
 PRIVACY_COLUMNS = ("leak_fraction", "attack_r2", "attack_r2_worst", "pca_r2", "raw_r2",
                    "decoder_r2", "attack_within_5pct", "attack_cat_accuracy",
-                   "majority_cat_accuracy", "dp_epsilon", "dp_delta", "dp_clipped_share")
+                   "majority_cat_accuracy", "floor_label_r2", "floor_label_r2_worst",
+                   "dp_epsilon", "dp_delta", "dp_clipped_share")
 
 def write_report(
     result: VerticalResult,
@@ -147,6 +148,7 @@ def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict)
                 f"| {markdown_cell(peer)} | "
                 + " | ".join(f"{figures.get(k, float('nan')):.4g}" for k in keys) + " |"
                 for peer, figures in sorted(privacy.items())))
+        lines.append(_floor_sentence(privacy))
     if dp:
         lines.append(
             f"Differential privacy: {dp['mechanism']} {dp['clip_norm']:g}, noise "
@@ -155,6 +157,15 @@ def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict)
             f"{dp['accountant']}. Neighbouring relation: {dp['neighbouring_relation']}. "
             "Not covered:\n\n" + "\n".join(f"- {item}" for item in dp["not_covered"]))
     return "\n\n".join(lines)
+
+
+def _floor_sentence(privacy: Mapping[str, Mapping[str, float]]) -> str:
+    if not any("floor_label_r2" in figures for figures in privacy.values()):
+        return ("Label floor: not measured, since no peer trained on labels (it is "
+                "measured where the peers receive training labels).")
+    return ("Label floor (`floor_label_*`): the same attack on each peer's training "
+            "labels alone. A release that carries the label cannot go much below it, "
+            "so an attack near the floor leaks little beyond what the task needs.")
 
 
 def _dp_statement(run_config: Mapping[str, object]) -> dict | None:

@@ -163,7 +163,7 @@ def simulate(
         + " (S1 and S3 run one SuperNode).")] = "S2",
     model: Annotated[str | None, typer.Option(
         "--model", "-m", show_default=False,
-        help="Downstream model: xgboost, logistic or mlp (default: the app's, "
+        help="Downstream model: xgboost, logistic, ridge or mlp (default: the app's, "
              "xgboost).")] = None,
     results_dir: Annotated[Path | None, _results_dir("./results")] = None,
     config: ConfigOption = None,

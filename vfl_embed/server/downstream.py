@@ -12,10 +12,15 @@ from ..batching import in_fixed_batches, predict_rows
 
 __all__ = ["MODEL_FILES", "MODELS", "DownstreamModel", "score"]
 
-MODELS = ("xgboost", "logistic", "mlp")
+MODELS = ("xgboost", "logistic", "ridge", "mlp")
 # The file each kind of model is saved as; nothing else is ever loaded.
 _FILE_OF_KIND = {"xgboost": "downstream_model.json", "mlp": "downstream_model.keras",
-                 "logistic": "downstream_model.logistic.json"}
+                 "logistic": "downstream_model.logistic.json",
+                 "ridge": "downstream_model.ridge.json"}
+# The scikit-learn step name of each linear model's regression.
+_LINEAR_STEP = {"logistic": "logisticregression", "ridge": "ridge"}
+# Ridge penalties tried by leave-one-out cross-validation.
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 MODEL_FILES = {name: kind for kind, name in _FILE_OF_KIND.items()}
 
 # The paper's randomized search space for XGBoost.
@@ -29,14 +34,16 @@ XGB_SEARCH_SPACE = {
 
 
 class DownstreamModel:
-    """XGBoost, logistic regression or a Keras MLP behind one interface.
+    """XGBoost, a linear model or a Keras MLP behind one interface.
 
     Parameters
     ----------
     kind : str (default: "xgboost")
         ``"xgboost"`` (regressor or classifier, ``hist`` trees, all cores),
-        ``"logistic"`` (multinomial logistic regression; classification only)
-        or ``"mlp"`` (Keras multilayer perceptron).
+        ``"logistic"`` (multinomial logistic regression; classification only),
+        ``"ridge"`` (ridge regression, its penalty picked by leave-one-out
+        cross-validation; regression only: the combiner of stacked
+        ``prediction`` releases) or ``"mlp"`` (Keras multilayer perceptron).
     task : str (default: "regression")
         ``"regression"`` or ``"classification"`` (targets ``0..K-1``).
     search_iterations : int (default: 0)
@@ -105,8 +112,8 @@ class DownstreamModel:
 
         The file is ``downstream_model.json`` (XGBoost's own format),
         ``downstream_model.keras`` (Keras) or ``downstream_model.logistic.json``
-        (the scaler's and the regression's fitted arrays): no pickle, so
-        loading a model never runs code.
+        / ``downstream_model.ridge.json`` (the scaler's and the regression's
+        fitted arrays): no pickle, so loading a model never runs code.
         """
         self._check_fitted()
         directory = Path(directory)
@@ -117,7 +124,7 @@ class DownstreamModel:
         elif self.kind == "mlp":
             self.model_.save(path)
         else:
-            path.write_text(json.dumps(_logistic_state(self.model_)))
+            path.write_text(json.dumps(_linear_state(self.model_, _LINEAR_STEP[self.kind])))
         return path
 
     @classmethod
@@ -147,7 +154,8 @@ class DownstreamModel:
 
             loaded.model_ = keras.models.load_model(path, safe_mode=True)
         else:
-            loaded.model_ = _logistic_from_state(json.loads(path.read_text()))
+            loaded.model_ = _linear_from_state(json.loads(path.read_text()),
+                                               _LINEAR_STEP[kind])
         return loaded
 
     def _fit_xgboost(self, x: np.ndarray, y: np.ndarray):  # noqa: ANN202
@@ -189,6 +197,16 @@ class DownstreamModel:
             space = {"logisticregression__C": np.logspace(-3, 2, 30).tolist()}
             return self._search(model, space, x, y)
         return model.fit(x, y)
+
+    def _fit_ridge(self, x: np.ndarray, y: np.ndarray):  # noqa: ANN202
+        from sklearn.linear_model import Ridge, RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        scaled = StandardScaler().fit(x)
+        alpha = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaled.transform(x), y).alpha_
+        # A plain Ridge at the chosen penalty is what is saved and reloaded.
+        return make_pipeline(scaled, Ridge(alpha=float(alpha))).fit(x, y)
 
     def _fit_mlp(self, x: np.ndarray, y: np.ndarray):  # noqa: ANN202
         import keras
@@ -239,6 +257,8 @@ class DownstreamModel:
             )
         if self.kind == "logistic" and self.task != "classification":
             raise ValueError("logistic regression needs a classification target")
+        if self.kind == "ridge" and self.task != "regression":
+            raise ValueError("ridge regression needs a regression target")
         if x.ndim != 2 or len(x) != len(y):
             raise ValueError(
                 f"x must be 2-D with one row per target; got x {x.shape}, y {y.shape}"
@@ -283,15 +303,15 @@ def _holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return order[n_val:], order[:n_val]
 
 
-def _logistic_state(pipeline) -> dict:  # noqa: ANN001 - a fitted scaler + regression pipeline
-    scaler, regression = pipeline.named_steps["standardscaler"], pipeline.named_steps[
-        "logisticregression"]
+def _linear_state(pipeline, step: str) -> dict:  # noqa: ANN001 - a scaler + linear pipeline
+    scaler, regression = pipeline.named_steps["standardscaler"], pipeline.named_steps[step]
+    fitted = [k for k in ("coef_", "intercept_", "classes_") if hasattr(regression, k)]
     return {"scaler": {k: _array_state(getattr(scaler, k))
                        for k in ("mean_", "scale_", "var_")}
             | {"n_features_in_": int(scaler.n_features_in_),
                "n_samples_seen_": int(np.sum(scaler.n_samples_seen_))},
-            "regression": {k: _array_state(getattr(regression, k))
-                           for k in ("coef_", "intercept_", "classes_")}
+            "regression": {k: _array_state(np.asarray(getattr(regression, k)))
+                           for k in fitted}
             | {"params": regression.get_params()}}
 
 
@@ -305,16 +325,17 @@ def _array_from_state(state: dict) -> np.ndarray:
     return np.asarray(state["values"], dtype=np.dtype(state["dtype"]))
 
 
-def _logistic_from_state(state: dict):  # noqa: ANN202
-    from sklearn.linear_model import LogisticRegression
+def _linear_from_state(state: dict, step: str):  # noqa: ANN202
+    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler()
     for key, value in state["scaler"].items():
         setattr(scaler, key, _array_from_state(value) if isinstance(value, dict) else value)
-    regression = LogisticRegression(**state["regression"]["params"])
-    for key in ("coef_", "intercept_", "classes_"):
-        setattr(regression, key, _array_from_state(state["regression"][key]))
+    kind = {"logisticregression": LogisticRegression, "ridge": Ridge}[step]
+    regression = kind(**state["regression"].pop("params"))
+    for key, value in state["regression"].items():
+        setattr(regression, key, _array_from_state(value))
     regression.n_features_in_ = scaler.n_features_in_
     return make_pipeline(scaler, regression)

@@ -58,7 +58,7 @@ class VerticalEmbedding(Strategy):
         ``"regression"``, ``"classification"`` or ``"auto"`` (string labels
         or at most 20 distinct integer labels mean classification).
     model : str (default: "xgboost")
-        Downstream model: ``"xgboost"``, ``"logistic"`` or ``"mlp"``.
+        Downstream model: ``"xgboost"``, ``"logistic"``, ``"ridge"`` or ``"mlp"``.
     search_iterations : int (default: 0)
         Randomized hyper-parameter search size for the downstream model.
     supervised : bool (default: False)
