@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vfl_embed"
-SHARED = {"errors", "config", "version", "batching", "atomic", "wire", "data", "privacy"}
+SHARED = {"errors", "config", "version", "batching", "boosting", "atomic", "wire", "data",
+          "privacy"}
 # Which subpackages (or root modules) each part may import, besides itself.
 ALLOWED = {
     "shared": SHARED,

@@ -1,7 +1,8 @@
 """The per-peer supervised release: a cross-fitted prediction of the label.
 
-Instead of a latent that carries all of its columns, a peer fits XGBoost on
-its own columns to predict the label and releases only that prediction: one
+Instead of a latent that carries all of its columns, a peer fits XGBoost
+(the project's early-stopped recipe, :mod:`vfl_embed.boosting`) on its own
+columns to predict the label and releases only that prediction: one
 number per entity for a regression, the class probabilities (less the last,
 which the others determine) for a classification. This is stacking with the
 peers as base learners. A training row's release comes from the fold model
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boosting import MAX_TREES, RECIPE, fit_early_stopped, xgboost_estimator
+
 __all__ = ["CrossFittedPredictor"]
 
 _PARAMS_FILE = "predictor.json"
@@ -39,12 +42,6 @@ class CrossFittedPredictor:
         less); :meth:`fit` raises it to the labels' own if they hold more.
     n_folds : int (default: 5)
         Folds of the cross-fitting.
-    n_estimators : int (default: 300)
-        Boosting rounds of each model.
-    max_depth : int (default: 4)
-        Depth of each tree.
-    learning_rate : float (default: 0.05)
-        XGBoost's shrinkage.
     seed : int (default: 42)
         Seed of the folds and of XGBoost.
 
@@ -59,14 +56,10 @@ class CrossFittedPredictor:
     """
 
     def __init__(self, task: str, n_classes: int = 0, n_folds: int = 5,
-                 n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.05,
                  seed: int = 42) -> None:
         self.task = task
         self.n_classes = n_classes
         self.n_folds = n_folds
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
         self.seed = seed
 
     @property
@@ -77,11 +70,11 @@ class CrossFittedPredictor:
 
     def n_weights(self, n_inputs: int) -> int:
         """Return the most leaves of the fold and full models (the policy's size)."""
-        return (self.n_folds + 1) * self.n_estimators * 2 ** self.max_depth
+        return (self.n_folds + 1) * MAX_TREES * 2 ** RECIPE["max_depth"]
 
     def n_steps(self, n_rows: int) -> int:
-        """Return the boosting rounds of the fold and full models."""
-        return (self.n_folds + 1) * self.n_estimators
+        """Return the most boosting rounds of the fold and full models."""
+        return (self.n_folds + 1) * MAX_TREES
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> CrossFittedPredictor:
         """Fit the fold models (for :attr:`oof_`) and the full model on ``x``, ``y``."""
@@ -94,9 +87,9 @@ class CrossFittedPredictor:
             n_splits=self.n_folds, shuffle=True, random_state=self.seed)
         self.oof_ = np.zeros((len(x), self.latent_dim), dtype=np.float32)
         for fold, (train, held) in enumerate(splitter.split(x, y)):
-            model = self._model(self.seed + fold + 1).fit(x[train], y[train])
+            model = self._fit(x[train], y[train], self.seed + fold + 1)
             self.oof_[held] = self._predict(model, x[held])
-        self.model_ = self._model(self.seed).fit(x, y)
+        self.model_ = self._fit(x, y, self.seed)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -113,8 +106,7 @@ class CrossFittedPredictor:
         """Write the full model (XGBoost's JSON) and the parameters; no pickle."""
         directory = Path(directory)
         self.model_.save_model(directory / "predictor_model.json")
-        params = {k: getattr(self, k) for k in ("task", "n_classes", "n_folds", "n_estimators",
-                                                "max_depth", "learning_rate", "seed",
+        params = {k: getattr(self, k) for k in ("task", "n_classes", "n_folds", "seed",
                                                 "n_classes_")}
         (directory / _PARAMS_FILE).write_text(json.dumps(params))
 
@@ -126,18 +118,13 @@ class CrossFittedPredictor:
         n_classes = params.pop("n_classes_")
         loaded = cls(**params)
         loaded.n_classes_ = n_classes
-        loaded.model_ = loaded._model(loaded.seed)
+        loaded.model_ = xgboost_estimator(loaded.task)
         loaded.model_.load_model(directory / "predictor_model.json")
         return loaded
 
-    def _model(self, seed: int):  # noqa: ANN202 - an XGBoost estimator
-        import xgboost as xgb
-
-        kind = xgb.XGBRegressor if self.task == "regression" else xgb.XGBClassifier
-        return kind(n_estimators=self.n_estimators, max_depth=self.max_depth,
-                    learning_rate=self.learning_rate, subsample=0.8,
-                    colsample_bytree=0.8, random_state=seed, n_jobs=1,
-                    tree_method="hist")
+    def _fit(self, x: np.ndarray, y: np.ndarray, seed: int):  # noqa: ANN202
+        # One thread: the peer's models are small, and a deployed peer shares its host.
+        return fit_early_stopped(self.task, x, y, seed=seed, n_jobs=1)
 
     def _predict(self, model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
         if self.task == "regression":

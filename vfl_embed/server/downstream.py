@@ -9,6 +9,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from ..batching import in_fixed_batches, predict_rows
+from ..boosting import fit_early_stopped, holdout_rows, xgboost_estimator
 
 __all__ = ["MODEL_FILES", "MODELS", "DownstreamModel", "score"]
 
@@ -159,31 +160,12 @@ class DownstreamModel:
         return loaded
 
     def _fit_xgboost(self, x: np.ndarray, y: np.ndarray):  # noqa: ANN202
-        import xgboost as xgb
-
-        common = {"tree_method": "hist", "n_jobs": -1, "random_state": self.seed}
-        estimator = (
-            xgb.XGBRegressor if self.task == "regression" else xgb.XGBClassifier
-        )
         if self.search_iterations > 0:
-            model = estimator(n_estimators=500, subsample=0.8, **common)
+            model = xgboost_estimator(self.task, n_estimators=500, subsample=0.8, n_jobs=-1,
+                                      random_state=self.seed)
             return self._search(model, XGB_SEARCH_SPACE, x, y)
-        # Early stopping on a seeded 15 % of the training rows picks the
-        # number of trees; a model of fewer than refit_max_rows rows is then
-        # refitted on all training rows.
-        fit_rows, val_rows = _holdout(len(x), 0.15, self.seed)
-        probe = estimator(
-            n_estimators=3000, learning_rate=0.03, max_depth=4, subsample=0.8,
-            colsample_bytree=0.6, min_child_weight=2, early_stopping_rounds=150,
-            **common,
-        )
-        probe.fit(x[fit_rows], y[fit_rows], eval_set=[(x[val_rows], y[val_rows])],
-                  verbose=False)
-        if len(x) >= self.refit_max_rows:
-            return probe
-        params = probe.get_params() | {"early_stopping_rounds": None}
-        params["n_estimators"] = max(probe.best_iteration + 1, 50)
-        return estimator(**params).fit(x, y)
+        return fit_early_stopped(self.task, x, y, seed=self.seed,
+                                 refit_max_rows=self.refit_max_rows)
 
     def _fit_logistic(self, x: np.ndarray, y: np.ndarray):  # noqa: ANN202
         from sklearn.linear_model import LogisticRegression
@@ -227,7 +209,7 @@ class DownstreamModel:
             optimizer=keras.optimizers.Adam(1e-3),
             loss="sparse_categorical_crossentropy" if classes else "mse",
         )
-        fit_rows, val_rows = _holdout(len(x), 0.15, self.seed)
+        fit_rows, val_rows = holdout_rows(len(x), 0.15, self.seed)
         model.fit(
             x[fit_rows], y[fit_rows], validation_data=(x[val_rows], y[val_rows]),
             epochs=500, batch_size=64, verbose=0,
@@ -295,12 +277,6 @@ def score(
             else skm.roc_auc_score(y_true, proba, multi_class="ovr")
         )
     return result
-
-
-def _holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n_rows)
-    n_val = max(1, int(round(fraction * n_rows)))
-    return order[n_val:], order[:n_val]
 
 
 def _linear_state(pipeline, step: str) -> dict:  # noqa: ANN001 - a scaler + linear pipeline
