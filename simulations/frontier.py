@@ -11,7 +11,9 @@ attackers from the released values to the raw columns.
 
     python simulations/frontier.py --dataset ames --seeds 5
 
-writes ``frontier.json`` and ``frontier.md`` under ``--out`` (default
+writes ``frontier.json``, ``frontier.md`` and a chart per dataset
+(``frontier-<dataset>.png``: gap to S0 against the attack, one line per
+mechanism, the label floor dashed) under ``--out`` (default
 ``results/simulations``), and prints every point as it finishes.
 """
 
@@ -41,6 +43,10 @@ MECHANISMS = {
     "post-hoc noise 2": {"encoder": "autoencoder", "latent-dim": 32,
                          "dp-noise-multiplier": 2.0},
 }
+# Mechanisms drawn as one line in the chart: one knob turned over several points.
+FAMILIES = {"post-hoc Gaussian noise": ["autoencoder 32 (today's default)",
+                                        "post-hoc noise 0.5", "post-hoc noise 1",
+                                        "post-hoc noise 2"]}
 # Mechanisms whose server model only fits one task.
 REGRESSION_ONLY = frozenset({"prediction, ridge combiner"})
 DATASETS = {"ames": ("xgboost", "r2"), "digits": ("logistic", "accuracy"),
@@ -126,7 +132,42 @@ def markdown(rows: list[dict], leak: float, seeds: int) -> str:
             cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}"
                      for k in ("value", "gap", "attack", "attack_worst")]
             parts.append(f"| {row['mechanism']} | " + " | ".join(cells) + " |")
+        parts.extend(dominance(own))
     return "\n".join(parts) + "\n"
+
+
+def dominance(rows: list[dict]) -> list[str]:
+    """Say, for each post-hoc noise point, which other mechanism beats it.
+
+    A point is beaten by one whose mean attack is no higher and whose mean
+    gap to S0 is lower: at that attack level the other frontier lies above.
+    """
+    noise = [r for r in rows if r["mechanism"] in FAMILIES["post-hoc Gaussian noise"]]
+    others = [r for r in rows if r not in noise and r["mechanism"] != "raw columns (S0)"]
+    lines = []
+    for point in noise:
+        better = [r for r in others if r["attack"]["mean"] <= point["attack"]["mean"]
+                  and r["gap"]["mean"] < point["gap"]["mean"]]
+        best = min(better, key=lambda r: r["gap"]["mean"], default=None)
+        verdict = (f"beaten by {best['mechanism']} (gap {best['gap']['mean']:.4f}, attack "
+                   f"{best['attack']['mean']:.3f})" if best else "**not beaten**")
+        lines.append(f"- {point['mechanism']} (gap {point['gap']['mean']:.4f}, attack "
+                     f"{point['attack']['mean']:.3f}): {verdict}.")
+    return ["\nDominance over post-hoc noise (mean attack no higher, mean gap lower):\n",
+            *lines] if lines else []
+
+
+def draw(rows: list[dict], out: Path) -> list[Path]:
+    """Write ``frontier-<dataset>.png`` for each dataset of ``rows``."""
+    from vfl_embed.report.charts import frontier_figure
+
+    paths = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        path = out / f"frontier-{dataset}.png"
+        frontier_figure([r for r in rows if r["dataset"] == dataset], FAMILIES).savefig(
+            path, dpi=100)
+        paths.append(path)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                          "floor_worst": summary([f["floor_label_r2_worst"] for f in floors])})
         (args.out / "frontier.json").write_text(json.dumps(rows, indent=1))
         (args.out / "frontier.md").write_text(markdown(rows, args.leak, args.seeds))
+        draw(rows, args.out)
     print(f"frontier: {args.out / 'frontier.md'}")
 
 

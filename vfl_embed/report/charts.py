@@ -20,8 +20,8 @@ from ..privacy.audit import HEADLINE_KEYS
 from .escape import csv_cell, markdown_cell
 from .tables import markdown as scenario_table
 
-__all__ = ["plot_peer_metric", "plot_predictions", "plot_privacy", "plot_projection",
-           "predictions_chart", "render_report", "scenario_figure"]
+__all__ = ["frontier_figure", "plot_peer_metric", "plot_predictions", "plot_privacy",
+           "plot_projection", "predictions_chart", "render_report", "scenario_figure"]
 
 BLUE, GREY = "#4c72b0", "#999999"
 # Report keys of the headline metric of each task (the chart titles).
@@ -252,6 +252,51 @@ def scenario_figure(rows: Sequence[Mapping]) -> Figure:
         # Zoom in on the differences, but keep a negative R² in view.
         ax.set_ylim(max(0.0, low - 0.1) if low >= 0 else low - 0.1, 1.0)
         ax.set_title(f"{name}: held-out {subset[0]['metric']}")
+    return fig
+
+
+def frontier_figure(rows: Sequence[Mapping], families: Mapping[str, Sequence[str]]) -> Figure:
+    """Return the privacy frontier of one dataset: utility gap against attack.
+
+    Parameters
+    ----------
+    rows : Sequence[Mapping]
+        One dataset's rows of ``frontier.json`` (see ``simulations/frontier.py``):
+        ``mechanism``, and ``gap``, ``attack``, ``attack_worst``, ``floor``
+        and ``floor_worst`` as mean / std summaries.
+    families : Mapping[str, Sequence[str]]
+        Mechanisms drawn as one line (a knob turned over several points),
+        by the line's name; every other mechanism is one marker.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels, the mean-column attack and the worst column's, each with
+        its label floor as a dashed vertical line; lower and further left is
+        better.
+    """
+    fig = Figure(figsize=(11, 4.5))
+    by_name = {r["mechanism"]: r for r in rows}
+    in_family = {m for members in families.values() for m in members}
+    for ax, attack, floor, title in zip(
+            fig.subplots(1, 2), ("attack", "attack_worst"), ("floor", "floor_worst"),
+            ("mean over columns", "worst column"), strict=True):
+        for line, members in families.items():
+            points = sorted((by_name[m][attack]["mean"], by_name[m]["gap"]["mean"])
+                            for m in members if m in by_name)
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=line)
+        for row in rows:
+            if row["mechanism"] not in in_family:
+                ax.errorbar(row[attack]["mean"], row["gap"]["mean"], xerr=row[attack]["std"],
+                            yerr=row["gap"]["std"], marker="s", capsize=3,
+                            linestyle="none", label=row["mechanism"])
+        ax.axvline(rows[0][floor]["mean"], color=GREY, linestyle="--", label="label floor")
+        ax.set_xlabel(f"strongest attack R², {title}")
+        ax.set_ylabel("gap to S0 (lower is better)")
+        ax.set_title(f"{rows[0]['dataset']}: {title}")
+    axes = fig.axes
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize="small", loc="best")
     return fig
 
 
