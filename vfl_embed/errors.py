@@ -15,18 +15,22 @@ server, and servers write theirs to reports.
   already logged.
 - :class:`RunFailedError`: a ``flwr run`` started by the API or the command
   line did not complete.
+
+:func:`log_text` makes text from another party (a peer's name or error
+reply) one line, so that it cannot forge log or report lines.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .deploy.flwr_commands import LocalRun
 
-__all__ = ["PeerDataError", "PeerReplyError", "PolicyError", "RunFailedError",
+__all__ = ["PeerDataError", "PeerReplyError", "PolicyError", "RunFailedError", "log_text",
            "RunStoppedError", "VerticalRunError"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -56,6 +60,8 @@ class PeerReplyError(RuntimeError):
     """
 
     def __init__(self, peer: str, reason: str) -> None:
+        # Both may come from the peer itself: one line each, whatever it sent.
+        peer, reason = log_text(peer), log_text(reason)
         super().__init__(f"{peer}: {reason}")
         self.peer = peer
         self.reason = reason
@@ -107,3 +113,16 @@ def _failure_reason(run: LocalRun) -> str:
         if "vfl_embed: flwr run killed" in line:
             return line.split("vfl_embed: ", 1)[1].strip()
     return f"flwr run exited with code {run.returncode} and wrote no report"
+
+
+def log_text(text: object) -> str:
+    """Return ``text`` on one line, without control characters.
+
+    Control, format and line-separator characters (newlines, tabs, the
+    escape of ANSI colours, bidirectional overrides) become one space each.
+    """
+    return "".join(" " if _is_control(c) else c for c in str(text))
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}

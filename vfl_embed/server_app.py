@@ -13,9 +13,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from .config import ConfigError, RunConfig
-from .errors import PeerDataError, PeerReplyError, RunStoppedError, VerticalRunError
+from .errors import PeerDataError, PeerReplyError, RunStoppedError, VerticalRunError, log_text
 from .privacy.presets import release_verdict
-from .report.escape import log_text
 from .report.files import write_prediction_report, write_report
 from .report.folders import results_directory, training_run_directory
 from .report.tables import metrics_table, peer_table

@@ -9,7 +9,8 @@ HTML into a rendered report, run as a spreadsheet formula
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from ..errors import log_text
 
 __all__ = ["csv_cell", "log_text", "markdown_cell"]
 
@@ -21,19 +22,10 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
-def log_text(text: object) -> str:
-    """Return ``text`` on one line, without control characters.
-
-    Control, format and line-separator characters (newlines, tabs, the
-    escape of ANSI colours, bidirectional overrides) become one space each.
-    """
-    return "".join(" " if _is_control(c) else c for c in str(text))
-
-
 def markdown_cell(text: object) -> str:
     r"""Return ``text`` as literal Markdown for a table cell or an inline phrase.
 
-    One line (see :func:`log_text`); ``\``, backticks, ``|``, ``[`` and
+    One line (see :func:`~vfl_embed.errors.log_text`); ``\``, backticks, ``|``, ``[`` and
     ``]`` (links, images that load a remote address) are backslash-escaped;
     ``&``, ``<`` and ``>`` become HTML entities; a leading ``#`` cannot
     start a heading.
@@ -53,7 +45,3 @@ def csv_cell(text: object) -> str:
     if cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
         return "'" + cell
     return cell
-
-
-def _is_control(char: str) -> bool:
-    return unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}
