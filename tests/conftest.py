@@ -16,7 +16,7 @@ from vfl_embed.peer.runtime import simulated_runtime
 from vfl_embed.run.local_federation import LocalFederation
 
 # Property-based tests: a short run by default (CI), a long one with
-# VFL_FUZZ=long (see README, "Robustness").
+# VFL_FUZZ=long (see docs/testing.md).
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=5000, deadline=None,

@@ -6,12 +6,15 @@
   ``wire/``, ``data/``, ``privacy/``) imports neither side;
 - nothing but the package's lazy front (``vfl_embed/__init__``) imports
   ``run/``, and ``testing/`` is imported by no library module;
-- a deployed SuperNode or ServerApp loads no simulation code.
+- a deployed SuperNode or ServerApp loads no simulation code;
+- ``docs/architecture.md`` names every subpackage and root module, and its
+  diagram draws exactly these rules.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +123,39 @@ def test_a_deployed_app_loads_no_simulation_code(app):
              "assert not loaded, loaded\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ------------------------------------------------------ docs/architecture.md
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _documented_paths() -> set[str]:
+    """The first column of the layout table: ``wire/``, ``config.py``, ..."""
+    return set(re.findall(r"^\| `([\w]+(?:/|\.py))` \|", ARCHITECTURE.read_text(), re.M))
+
+
+def _diagram() -> tuple[set[tuple[str, str]], set[str]]:
+    """The mermaid diagram's arrows and the nodes of its ``shared`` subgraph."""
+    block = re.search(r"```mermaid\n(.*?)```", ARCHITECTURE.read_text(), re.S).group(1)
+    group = re.search(r"subgraph shared\b.*?\n(.*?)\n\s*end\b", block, re.S).group(1)
+    return (set(re.findall(r"^\s*(\w+) --> (\w+)\s*$", block, re.M)),
+            set(re.findall(r"^\s*(\w+)\[", group, re.M)))
+
+
+def test_the_architecture_page_names_every_subpackage_and_root_module():
+    on_disk = {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    on_disk |= {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    assert _documented_paths() == on_disk
+
+
+def test_the_architecture_diagram_draws_the_import_rules():
+    arrows, shared = _diagram()
+    assert shared == SHARED
+    expected = set()
+    for part, allowed in ALLOWED.items():
+        if part == "shared":
+            continue
+        # An arrow to the subgraph stands for the whole shared ground.
+        targets = (allowed - SHARED) | {"shared"} if allowed >= SHARED else allowed
+        expected |= {(part, target) for target in targets}
+    assert arrows == expected

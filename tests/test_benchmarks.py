@@ -1,4 +1,5 @@
-"""Smoke runs of the benchmark scripts, so they cannot rot (figures: README).
+"""Smoke runs of the benchmark scripts, so they cannot rot (figures: docs/performance.md
+and docs/privacy.md).
 
 split_vs_oneshot.py in simulation runs in test_split_learning.py.
 """

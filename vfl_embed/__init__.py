@@ -1,9 +1,11 @@
 """vfl_embed: vertical federated learning on shared autoencoder latents, on Flower.
 
-The data path, module by module: ``data`` (peer tables, preprocessing) ->
-``autoencoder`` (peer encoders) -> ``alignment`` and ``protocol`` (what crosses
-the wire) -> ``strategy`` (the server's vertical strategy) -> ``downstream``
-(the model on the joined latents) -> ``report``.
+The data path, module by module: ``data.tables`` (peer tables) ->
+``peer.preprocessing`` and ``peer.autoencoder`` (peer encoders) ->
+``wire.alignment`` and ``wire.protocol`` (what crosses the wire) ->
+``server.strategy`` (the server's vertical strategy) -> ``server.downstream``
+(the model on the joined latents) -> ``report``. The layout and its import
+rules: ``docs/architecture.md``.
 
 For notebooks and scripts: :func:`simulate`, :func:`predict`, :func:`paper`,
 :func:`load_report` and :class:`RunReport` (from :mod:`vfl_embed.run.api`; the

@@ -6,7 +6,7 @@ mirrored decoder, ReLU, MAE loss, Adam 1e-4) stays one run-config away
 loss="mae" learning-rate=0.0001``). Our default differs where measurement on
 Ames told us to: a linear latent layer (a ReLU latent collapses units to
 zero), one tanh hidden layer, MSE loss, a 32-dim latent, Adam 1e-3 and early
-stopping on a validation split (see the README's scenario table).
+stopping on a validation split (see the scenario table in docs/scenarios.md).
 """
 
 from __future__ import annotations

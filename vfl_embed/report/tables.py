@@ -55,7 +55,7 @@ def table_rows(rows: Sequence[Mapping]) -> list[dict]:
 
 
 def markdown(rows: Sequence[Mapping]) -> str:
-    """Return the Markdown table of scenario runs (as in the README)."""
+    """Return the Markdown table of scenario runs (as in docs/scenarios.md)."""
     lines = ["| dataset | scenario | peers | held-out metric | vs S0 | "
              "reconstruction MAE | within 5 % | flwr run (s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -50,7 +50,7 @@ class VerticalEmbedding(Strategy):
     encoder_config : ConfigRecord | None (default: None)
         Encoder and release settings sent to every peer (``encoder``,
         ``latent-dim``, ``hidden-sizes``, ``epochs``, ``latent-bits``: 32 or 16,
-        the float width of the latents, ...); see the README for the keys.
+        the float width of the latents, ...); see docs/configuration.md for the keys.
     server_labels : ServerLabels | None (default: None)
         Labels the server holds. If None, exactly one peer must hold the
         label column, and it is asked for the labels of aligned rows.
