@@ -91,6 +91,7 @@ def write_report(
         "release_verdict": release_verdict(result.privacy),
         "privacy": result.privacy,
         "differential_privacy": _dp_statement(run_config),
+        "label_privacy": result.label_privacy,
         "run_config": RunConfig(run_config).redacted(),
     }
     paths |= _write_summary(directory, summary, _markdown(result, summary))
@@ -154,7 +155,28 @@ def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict)
             f"and peer (epsilon {dp['epsilon']:.4g}, delta {dp['delta']:g}) by "
             f"{dp['accountant']}. Neighbouring relation: {dp['neighbouring_relation']}. "
             "Not covered:\n\n" + "\n".join(f"- {item}" for item in dp["not_covered"]))
+    lines += _label_markdown(summary["label_privacy"])
     return "\n\n".join(lines)
+
+
+def _label_markdown(label: Mapping[str, object]) -> list[str]:
+    """Say which training labels went to the peers; nothing before the embed phase."""
+    sent = label.get("labels_sent")
+    if sent == "none":
+        return ["Training labels: none sent to the peers."]
+    if sent == "clear":
+        return ["Training labels: **labels sent in clear** to every peer "
+                "(no label differential privacy; `label-dp-epsilon` = 0)."]
+    if sent == "label-dp":
+        detail = (f"{label['n_classes']} classes, keep probability "
+                  f"{label['keep_probability']:.4g}" if "n_classes" in label else
+                  f"range [{label['range'][0]:.6g}, {label['range'][1]:.6g}] from "
+                  f"{label['range_from']}, scale {label['scale']:.6g}")
+        return [f"Training labels: sent to every peer with {label['mechanism']} "
+                f"({detail}); label epsilon {label['epsilon']:g} per entity, one "
+                "noised copy for all peers. Not covered:\n\n"
+                + "\n".join(f"- {item}" for item in label["not_covered"])]
+    return []
 
 
 def _dp_statement(run_config: Mapping[str, object]) -> dict | None:
