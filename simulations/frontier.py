@@ -33,6 +33,8 @@ MECHANISMS = {
     "autoencoder 8, noise 0.3": {"encoder": "autoencoder", "latent-dim": 8,
                                  "dp-noise-multiplier": 0.3},
     "prediction (stacking)": {"encoder": "prediction"},
+    "prediction, label epsilon 2": {"encoder": "prediction", "label-dp-epsilon": 2.0},
+    "prediction, label epsilon 1": {"encoder": "prediction", "label-dp-epsilon": 1.0},
 }
 DATASETS = {"ames": ("xgboost", "r2"), "digits": ("logistic", "accuracy"),
             "titanic": ("xgboost", "accuracy"), "breast-cancer": ("xgboost", "accuracy")}
