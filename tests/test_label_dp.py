@@ -7,6 +7,7 @@ as between Flower processes), with real XGBoost at the peers.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -25,6 +26,7 @@ from vfl_embed.privacy.label_dp import (
     RandomizedResponse,
     private_labels,
 )
+from vfl_embed.report.files import write_report
 from vfl_embed.server.builders import strategy_from_config
 from vfl_embed.wire import protocol
 
@@ -186,13 +188,15 @@ def test_a_malformed_label_epsilon_is_refused(grid, declared):
 N = 300
 
 
-def _files(directory) -> tuple[list[str], pd.Series]:
+def _files(directory, task: str) -> tuple[list[str], pd.Series]:
     """Three peers' files over one set of entities, each in its own row order;
-    the label (three classes) depends on every peer's columns."""
+    the label (three classes, or a number) depends on every peer's columns."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, N, 2))
     ids = [f"E{k:04d}" for k in range(N)]
-    y = np.digitize(x[0, :, 0] + x[1, :, 0] + x[2, :, 0], [-0.8, 0.8]).astype(float)
+    y = x[0, :, 0] + x[1, :, 0] + x[2, :, 0]
+    if task == "classification":
+        y = np.digitize(y, [-0.8, 0.8]).astype(float)
     paths = []
     for peer in range(3):
         frame = pd.DataFrame(x[peer], columns=[f"p{peer}c{j}" for j in range(2)])
@@ -204,11 +208,14 @@ def _files(directory) -> tuple[list[str], pd.Series]:
     return paths, pd.Series(y, index=ids)
 
 
-def _received_training_labels(tmp_path, **overrides) -> tuple[dict, object, pd.Series]:
+def _received_training_labels(
+    tmp_path, task: str = "classification", **overrides
+) -> tuple[dict, object, pd.Series]:
     """Run a supervised training in process; return per peer (IDs of its training
-    rows, the labels it received) in the request's order, the result and the truth."""
-    paths, truth = _files(tmp_path)
-    config = {"data-paths": ";".join(paths), "id-column": "id", "target": "y",
+    rows, the labels it received, the declared label epsilon) in the request's
+    order, the result and the true labels by ID."""
+    paths, truth = _files(tmp_path, task)
+    config = {"task": task, "data-paths": ";".join(paths), "id-column": "id", "target": "y",
               "label-source": "peer", "alignment-secret": "secret-of-the-peers",
               "encoder": "prediction", "audit": False, "test-fraction": 0.25,
               "seed": 3, "min-entities": 50, "timeout": 60.0} | overrides
@@ -223,6 +230,7 @@ def _received_training_labels(tmp_path, **overrides) -> tuple[dict, object, pd.S
     strategy = strategy_from_config(config)
     strategy.label_seed = 11
     strategy.start(grid, timeout=60.0)
+    write_report(strategy.result, tmp_path / "report", config)
     received = {}
     for message in sent:
         context = grid.contexts[message.metadata.dst_node_id]
@@ -244,6 +252,9 @@ def test_each_peer_receives_its_training_rows_own_labels_in_clear(tmp_path):
         assert len(ids) == result.n_train
         np.testing.assert_array_equal(labels, truth[ids].to_numpy())
     assert result.label_privacy == {"labels_sent": "clear"}
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["label_privacy"] == {"labels_sent": "clear"}
+    assert "**labels sent in clear**" in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.usefixtures("server_identity")
@@ -267,3 +278,24 @@ def test_each_peer_receives_the_same_noised_copy_of_its_rows_labels(tmp_path):
     assert result.label_privacy["mechanism"] == "K-ary randomized response"
     assert result.label_privacy["epsilon"] == 1.0
     assert result.label_privacy["n_classes"] == 3
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["label_privacy"]["epsilon"] == 1.0
+    assert ("Training labels: sent to every peer with K-ary randomized response "
+            "(3 classes, keep probability 0.5761); label epsilon 1 per entity") in (
+        tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.usefixtures("server_identity")
+def test_numeric_labels_go_with_laplace_noise_clipped_to_the_training_quantiles(tmp_path):
+    received, result, truth = _received_training_labels(
+        tmp_path, "regression", **{"label-dp-epsilon": 2.0})
+    for ids, labels, declared in received.values():
+        assert declared == 2.0
+        expected = private_labels(truth[ids].to_numpy(), task="regression",
+                                  epsilon=2.0, seed=11)
+        np.testing.assert_array_equal(labels, expected.labels)
+    train = truth[ids].to_numpy()
+    low, high = np.quantile(train, LABEL_QUANTILES)
+    assert result.label_privacy["range"] == [low, high]
+    assert result.label_privacy["scale"] == pytest.approx((high - low) / 2.0)
+    assert "range [" in (tmp_path / "report" / "report.md").read_text()
