@@ -254,7 +254,8 @@ def test_each_peer_receives_its_training_rows_own_labels_in_clear(tmp_path):
     assert result.label_privacy == {"labels_sent": "clear"}
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["label_privacy"] == {"labels_sent": "clear"}
-    assert "**labels sent in clear**" in (tmp_path / "report" / "report.md").read_text()
+    assert "Training labels: **labels sent in clear to every peer**" in (
+        tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.usefixtures("server_identity")
@@ -280,8 +281,9 @@ def test_each_peer_receives_the_same_noised_copy_of_its_rows_labels(tmp_path):
     assert result.label_privacy["n_classes"] == 3
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["label_privacy"]["epsilon"] == 1.0
-    assert ("Training labels: sent to every peer with K-ary randomized response "
-            "(3 classes, keep probability 0.5761); label epsilon 1 per entity") in (
+    assert ("Training labels: **labels sent to every peer with K-ary randomized "
+            "response, label epsilon 1** per entity (3 classes, keep probability "
+            "0.5761)") in (
         tmp_path / "report" / "report.md").read_text()
 
 

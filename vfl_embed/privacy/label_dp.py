@@ -23,12 +23,13 @@ P * eps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["LABEL_QUANTILES", "LabelRelease", "LaplaceLabels", "RandomizedResponse",
-           "private_labels"]
+           "label_sentence", "private_labels"]
 
 # The Laplace mechanism's clipping range: these quantiles of the training
 # labels. Min and max would make every label's scale as wide as its two
@@ -200,6 +201,22 @@ def private_labels(
     return LabelRelease(noised, statement)
 
 
+def label_sentence(label_privacy: Mapping[str, object]) -> str:
+    """Say in one sentence which training labels a run sent to the peers.
+
+    ``label_privacy`` is a run's record of them
+    (:attr:`~vfl_embed.server.result.VerticalResult.label_privacy`); empty
+    before the embed phase.
+    """
+    sent = label_privacy.get("labels_sent")
+    if sent == "clear":
+        return "labels sent in clear to every peer"
+    if sent == "label-dp":
+        return (f"labels sent to every peer with {label_privacy['mechanism']}, label "
+                f"epsilon {label_privacy['epsilon']:g}")
+    return "no labels sent to the peers" if sent == "none" else "no labels sent yet"
+
+
 def _not_covered(task: str) -> list[str]:
     items = [
         "the server and the label holder see the labels in clear",
@@ -208,7 +225,8 @@ def _not_covered(task: str) -> list[str]:
         "the peers' features may predict the label whatever the labels sent",
     ]
     if task == "regression":
-        items.insert(1, "the clipping range: derived from the training labels' "
-                        "quantiles without noise, it is not private; it is not sent, "
-                        "but the noised labels centre on it")
+        items.insert(1, "the clipping range: the training labels' quantiles, "
+                        "computed without noise; not sent, but every noised label is "
+                        "centred on a value clipped to it, and labels outside it are "
+                        "clipped rather than kept")
     return items

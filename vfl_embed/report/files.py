@@ -25,6 +25,7 @@ import pandas as pd
 from ..atomic import FILE_MODE, private_folder, write_atomic
 from ..config import RunConfig
 from ..privacy.dp import GaussianLatentRelease
+from ..privacy.label_dp import label_sentence
 from ..privacy.presets import release_verdict
 from ..server.prediction import MOMENTS_FILE, PredictionResult
 from ..server.result import VerticalResult
@@ -162,21 +163,19 @@ def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict)
 def _label_markdown(label: Mapping[str, object]) -> list[str]:
     """Say which training labels went to the peers; nothing before the embed phase."""
     sent = label.get("labels_sent")
-    if sent == "none":
-        return ["Training labels: none sent to the peers."]
-    if sent == "clear":
-        return ["Training labels: **labels sent in clear** to every peer "
-                "(no label differential privacy; `label-dp-epsilon` = 0)."]
-    if sent == "label-dp":
-        detail = (f"{label['n_classes']} classes, keep probability "
-                  f"{label['keep_probability']:.4g}" if "n_classes" in label else
-                  f"range [{label['range'][0]:.6g}, {label['range'][1]:.6g}] from "
-                  f"{label['range_from']}, scale {label['scale']:.6g}")
-        return [f"Training labels: sent to every peer with {label['mechanism']} "
-                f"({detail}); label epsilon {label['epsilon']:g} per entity, one "
-                "noised copy for all peers. Not covered:\n\n"
-                + "\n".join(f"- {item}" for item in label["not_covered"])]
-    return []
+    if sent in ("none", "clear"):
+        note = " (no label differential privacy: `label-dp-epsilon` = 0)" if (
+            sent == "clear") else ""
+        return [f"Training labels: **{label_sentence(label)}**{note}."]
+    if sent != "label-dp":
+        return []
+    detail = (f"{label['n_classes']} classes, keep probability "
+              f"{label['keep_probability']:.4g}" if "n_classes" in label else
+              f"range [{label['range'][0]:.6g}, {label['range'][1]:.6g}] from "
+              f"{label['range_from']}, scale {label['scale']:.6g}")
+    return [f"Training labels: **{label_sentence(label)}** per entity ({detail}); one "
+            "noised copy for all peers. Not covered:\n\n"
+            + "\n".join(f"- {item}" for item in label["not_covered"])]
 
 
 def _dp_statement(run_config: Mapping[str, object]) -> dict | None:
