@@ -42,6 +42,8 @@ MECHANISMS = {
                          "dp-noise-multiplier": 1.0},
     "post-hoc noise 2": {"encoder": "autoencoder", "latent-dim": 32,
                          "dp-noise-multiplier": 2.0},
+    "prediction, label epsilon 2": {"encoder": "prediction", "label-dp-epsilon": 2.0},
+    "prediction, label epsilon 1": {"encoder": "prediction", "label-dp-epsilon": 1.0},
 }
 # Mechanisms drawn as one line in the chart: one knob turned over several points.
 FAMILIES = {"post-hoc Gaussian noise": ["autoencoder 32 (today's default)",

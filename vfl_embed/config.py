@@ -229,6 +229,11 @@ KEYS: dict[str, Key] = _keys(
         "L2 norm each latent row is clipped to before noise.", low=1e-6, high=1e6),
     Key("dp-delta", 0.00001, "peers", "privacy",
         "The delta of each release's (epsilon, delta).", low=1e-12, high=0.1),
+    Key("label-dp-epsilon", 0.0, "server", "privacy",
+        "Label differential privacy of the training labels a supervised run sends "
+        "the peers: randomized response for classes, Laplace noise for numbers, at "
+        "this epsilon (see docs/label-privacy.md); 0 sends them in clear.",
+        low=0.0, high=100.0),
     # --- downstream ---------------------------------------------------------
     Key("model", "xgboost", "server", "downstream",
         "Downstream model: `xgboost`, `logistic` (classification), `ridge` "

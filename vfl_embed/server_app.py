@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .config import ConfigError, RunConfig
 from .errors import PeerDataError, PeerReplyError, RunStoppedError, VerticalRunError, log_text
+from .privacy.label_dp import label_sentence
 from .privacy.presets import release_verdict
 from .report.files import write_prediction_report, write_report
 from .report.folders import results_directory, training_run_directory
@@ -96,6 +97,7 @@ def _log_training(
             config.get("min-peers"))
     log(INFO, "[privacy] preset %s: %s", config.get("privacy", "custom"),
         release_verdict(result.privacy))
+    log(INFO, "[privacy] training labels: %s", label_sentence(result.label_privacy))
     log(INFO, "[report] %s", paths["json"])
     log(INFO, "[report] written to %s; predict with this model: --run-config "
         "'mode=\"predict\" train-run=\"%d\"'", paths["json"].parent, run_id)

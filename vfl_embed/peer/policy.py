@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from ..errors import PeerDataError, PolicyError
+from ..wire import protocol
 
 __all__ = ["LABEL_MODES", "PeerPolicy"]
 
@@ -47,6 +48,10 @@ class PeerPolicy:
     accept_labels : str
         ``accept-labels``: ``"none"``, ``"private"`` (only labels sent with
         label differential privacy) or ``"any"``.
+    max_label_epsilon : float
+        ``max-label-epsilon``: with ``accept-labels = "private"``, the largest
+        label epsilon accepted. The peer checks the epsilon the server
+        declares; it cannot see whether the server noised as it declares.
     """
 
     min_noise_multiplier: float
@@ -56,6 +61,7 @@ class PeerPolicy:
     max_steps: int
     max_rows: int
     accept_labels: str
+    max_label_epsilon: float
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -86,7 +92,8 @@ class PeerPolicy:
 
     def _check(self, peer: str) -> None:
         for name, value in (("min-noise-multiplier", self.min_noise_multiplier),
-                            ("max-latent-ratio", self.max_latent_ratio)):
+                            ("max-latent-ratio", self.max_latent_ratio),
+                            ("max-label-epsilon", self.max_label_epsilon)):
             if not value >= 0 or math.isnan(value):
                 raise PeerDataError(f"{peer}: node config '{name}' must be >= 0")
         if min(self.max_encoder_weights, self.max_steps) < 1 or self.max_rows < 0:
@@ -105,7 +112,8 @@ class PeerPolicy:
         Parameters
         ----------
         settings : Mapping[str, object]
-            The request's run config (noise and audit settings).
+            The request's run config (noise and audit settings, and the
+            declared label epsilon of its training labels).
         peer : str
             The peer's name, for the refusal.
         latent_dim, n_features : int
@@ -130,15 +138,34 @@ class PeerPolicy:
         if n_steps > self.max_steps:
             raise self.refuse(peer, "max-steps", f"the encoder would train up to "
                               f"{n_steps} steps")
-        if supervised and self.accept_labels != "any":
-            # No label mechanism with label differential privacy exists yet,
-            # so "private" refuses clear labels as "none" does.
-            raise self.refuse(peer, "accept-labels", "the request sends training labels "
-                              "in clear")
+        if supervised:
+            self._check_labels(settings, peer)
+
+    def _check_labels(self, settings: Mapping[str, object], peer: str) -> None:
+        epsilon = _label_epsilon(settings, peer)
+        if self.accept_labels == "none" or (self.accept_labels == "private"
+                                            and epsilon == 0.0):
+            clear = " in clear" if epsilon == 0.0 else ""
+            raise self.refuse(peer, "accept-labels", f"the request sends training "
+                              f"labels{clear}")
+        if self.accept_labels == "private" and epsilon > self.max_label_epsilon:
+            raise self.refuse(peer, "max-label-epsilon", f"the request's labels carry "
+                              f"label epsilon {epsilon:g}, more than "
+                              f"{self.max_label_epsilon:g}")
 
     def refuse(self, peer: str, rule: str, what: str) -> PolicyError:
         """Return the one-line refusal of a request beyond ``rule``."""
         return PolicyError(f"{peer}: refused by its policy ({rule}): {what}")
+
+
+def _label_epsilon(settings: Mapping[str, object], peer: str) -> float:
+    """Return the label epsilon a request declares for its training labels; 0 is clear."""
+    value = settings.get(protocol.LABEL_EPSILON, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0):
+        raise PeerDataError(f"{peer}: the request's '{protocol.LABEL_EPSILON}' must be "
+                            "a finite number >= 0")
+    return float(value)
 
 
 def _parsed(value: object, kind: type, key: str, peer: str) -> object:
@@ -166,8 +193,8 @@ def _parsed(value: object, kind: type, key: str, peer: str) -> object:
 _SIMULATION = PeerPolicy(
     min_noise_multiplier=0.0, max_latent_ratio=math.inf, require_audit=False,
     max_encoder_weights=100_000_000, max_steps=10_000_000, max_rows=0,
-    accept_labels="any")
+    accept_labels="any", max_label_epsilon=2.0)
 _DEPLOYMENT = PeerPolicy(
     min_noise_multiplier=0.0, max_latent_ratio=1.0, require_audit=True,
     max_encoder_weights=5_000_000, max_steps=200_000, max_rows=0,
-    accept_labels="private")
+    accept_labels="private", max_label_epsilon=2.0)

@@ -25,6 +25,7 @@ import pandas as pd
 from ..atomic import FILE_MODE, private_folder, write_atomic
 from ..config import RunConfig
 from ..privacy.dp import GaussianLatentRelease
+from ..privacy.label_dp import label_sentence
 from ..privacy.presets import release_verdict
 from ..server.prediction import MOMENTS_FILE, PredictionResult
 from ..server.result import VerticalResult
@@ -92,6 +93,7 @@ def write_report(
         "release_verdict": release_verdict(result.privacy),
         "privacy": result.privacy,
         "differential_privacy": _dp_statement(run_config),
+        "label_privacy": result.label_privacy,
         "run_config": RunConfig(run_config).redacted(),
     }
     paths |= _write_summary(directory, summary, _markdown(result, summary))
@@ -156,6 +158,7 @@ def _privacy_markdown(privacy: Mapping[str, Mapping[str, float]], summary: dict)
             f"and peer (epsilon {dp['epsilon']:.4g}, delta {dp['delta']:g}) by "
             f"{dp['accountant']}. Neighbouring relation: {dp['neighbouring_relation']}. "
             "Not covered:\n\n" + "\n".join(f"- {item}" for item in dp["not_covered"]))
+    lines += _label_markdown(summary["label_privacy"])
     return "\n\n".join(lines)
 
 
@@ -164,8 +167,26 @@ def _floor_sentence(privacy: Mapping[str, Mapping[str, float]]) -> str:
         return ("Label floor: not measured, since no peer trained on labels (it is "
                 "measured where the peers receive training labels).")
     return ("Label floor (`floor_label_*`): the same attack on each peer's training "
-            "labels alone. A release that carries the label cannot go much below it, "
+            "labels alone (with label DP, the noised labels it received). A release that carries the label cannot go much below it, "
             "so an attack near the floor leaks little beyond what the task needs.")
+
+
+def _label_markdown(label: Mapping[str, object]) -> list[str]:
+    """Say which training labels went to the peers; nothing before the embed phase."""
+    sent = label.get("labels_sent")
+    if sent in ("none", "clear"):
+        note = " (no label differential privacy: `label-dp-epsilon` = 0)" if (
+            sent == "clear") else ""
+        return [f"Training labels: **{label_sentence(label)}**{note}."]
+    if sent != "label-dp":
+        return []
+    detail = (f"{label['n_classes']} classes, keep probability "
+              f"{label['keep_probability']:.4g}" if "n_classes" in label else
+              f"range [{label['range'][0]:.6g}, {label['range'][1]:.6g}] from "
+              f"{label['range_from']}, scale {label['scale']:.6g}")
+    return [f"Training labels: **{label_sentence(label)}** per entity ({detail}); one "
+            "noised copy for all peers. Not covered:\n\n"
+            + "\n".join(f"- {item}" for item in label["not_covered"])]
 
 
 def _dp_statement(run_config: Mapping[str, object]) -> dict | None:

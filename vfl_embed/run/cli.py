@@ -21,6 +21,7 @@ import typer
 
 from ..config import KEYS
 from ..errors import RunFailedError
+from ..privacy.label_dp import label_sentence
 from ..report.tables import markdown
 from .scenarios import DATASETS, SCENARIOS
 
@@ -206,6 +207,8 @@ def _print_run(report: RunReport) -> None:
         typer.echo(f"finished without {name}: {reason}")
     if "release_verdict" in raw:
         typer.echo(f"privacy preset {raw['privacy_preset']}: {raw['release_verdict']}")
+    if raw.get("label_privacy"):
+        typer.echo(f"training labels: {label_sentence(raw['label_privacy'])}")
     # typer.echo, not rich: a long path must not be wrapped.
     typer.echo(f"report: {report.path / 'report.json'}")
 

@@ -38,6 +38,7 @@ def strategy_from_config(values: Mapping[str, object]) -> VerticalEmbedding:
         search_iterations=config["search-iterations"],
         # The prediction release is supervised by construction.
         supervised=config["supervised"] or config["encoder"] == "prediction",
+        label_epsilon=config["label-dp-epsilon"],
         test_fraction=config["test-fraction"],
         min_entities=config["min-entities"],
         num_peers=config["num-peers"],

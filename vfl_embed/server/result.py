@@ -47,6 +47,9 @@ class VerticalResult:
     held-out entities' IDs when the server holds them. ``privacy`` holds
     each peer's privacy figures (its audit of the released latents and, for
     a noised release, its epsilon), apart from its other ``peer_metrics``.
+    ``label_privacy`` says which training labels went to the peers:
+    ``labels_sent`` is ``"none"``, ``"clear"`` or ``"label-dp"``, the last
+    with the statement of :func:`~vfl_embed.privacy.label_dp.private_labels`.
     """
 
     status: str = "running"
@@ -57,6 +60,7 @@ class VerticalResult:
     train_metrics: dict[str, float] = field(default_factory=dict)
     peer_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    label_privacy: dict = field(default_factory=dict)
     peer_rows: dict[str, int] = field(default_factory=dict)
     n_entities: int = 0
     n_train: int = 0

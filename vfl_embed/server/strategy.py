@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from ..errors import PeerReplyError, VerticalRunError
+from ..privacy.label_dp import private_labels
 from ..wire import protocol
 from ..wire.alignment import AlignmentPlan, intersect, locate
 from ..wire.protocol import ALIGNMENT_MODES, PRIVACY_PREFIX
@@ -64,6 +66,15 @@ class VerticalEmbedding(Strategy):
     supervised : bool (default: False)
         Train each peer's encoder with a supervised head; the server then
         sends the training rows' labels to every peer.
+    label_epsilon : float (default: 0.0)
+        With ``supervised``, the label epsilon of the training labels sent:
+        randomized response for classes, Laplace noise for numbers (see
+        :mod:`vfl_embed.privacy.label_dp`); every peer gets the same noised
+        copy. 0 sends the labels in clear.
+    label_seed : int | None (default: None)
+        Seed of the label noise. None draws it from the operating system:
+        whoever knows the seed can undo the noise, and the run config's
+        ``seed`` reaches the peers. Set it only to repeat an experiment.
     test_fraction : float (default: 0.2)
         Expected share of aligned entities held out for evaluation.
     min_entities : int (default: 50)
@@ -98,6 +109,8 @@ class VerticalEmbedding(Strategy):
         model: str = "xgboost",
         search_iterations: int = 0,
         supervised: bool = False,
+        label_epsilon: float = 0.0,
+        label_seed: int | None = None,
         test_fraction: float = 0.2,
         min_entities: int = 50,
         num_peers: int = 0,
@@ -113,6 +126,9 @@ class VerticalEmbedding(Strategy):
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if search_iterations < 0 or num_peers < 0:
             raise ValueError("search_iterations and num_peers must not be negative")
+        if not (np.isfinite(label_epsilon) and label_epsilon >= 0):
+            raise ValueError(f"label_epsilon must be a finite number >= 0, got "
+                             f"{label_epsilon}")
         if min_entities < 1:
             raise ValueError(f"min_entities must be at least 1, got {min_entities}")
         if min_peers < 0 or (num_peers and min_peers > num_peers):
@@ -136,6 +152,8 @@ class VerticalEmbedding(Strategy):
         self.model = model
         self.search_iterations = search_iterations
         self.supervised = supervised
+        self.label_epsilon = float(label_epsilon)
+        self.label_seed = secrets.randbits(63) if label_seed is None else label_seed
         self.test_fraction = test_fraction
         self.min_entities = min_entities
         self.num_peers = num_peers
@@ -195,7 +213,7 @@ class VerticalEmbedding(Strategy):
     ) -> Iterable[Message]:
         """Send every peer its aligned row positions and the encoder settings."""
         plan = self._require_plan()
-        targets = self._y[~plan.is_test] if self.supervised else None
+        targets = self._training_targets()
         messages = []
         for node_id in self._peers:
             peer_config = ConfigRecord(dict(self.encoder_config) | {
@@ -204,9 +222,31 @@ class VerticalEmbedding(Strategy):
             })
             messages.append(protocol.embed_request(
                 node_id, plan.positions[self._peers[node_id]], plan.is_test,
-                peer_config, targets,
+                peer_config, targets, self.label_epsilon,
             ))
         return messages
+
+    def _training_targets(self) -> np.ndarray | None:
+        """Return the training rows' labels the peers receive, in the plan's order.
+
+        One copy for every peer: noised once when ``label_epsilon > 0``, so
+        the run's label epsilon does not grow with the number of peers.
+        Records in :attr:`result` what was sent.
+        """
+        if not self.supervised:
+            self.result.label_privacy = {"labels_sent": "none"}
+            return None
+        targets = self._y[~self._require_plan().is_test]
+        if self.label_epsilon == 0.0:
+            self.result.label_privacy = {"labels_sent": "clear"}
+            return targets
+        release = private_labels(targets, task=self._resolved_task,
+                                 epsilon=self.label_epsilon, seed=self.label_seed,
+                                 n_classes=len(self._classes))
+        self.result.label_privacy = {"labels_sent": "label-dp"} | release.statement
+        log(INFO, "[embed] training labels go to the peers with %s, label epsilon %g",
+            release.statement["mechanism"], self.label_epsilon)
+        return release.labels
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -243,9 +283,10 @@ class VerticalEmbedding(Strategy):
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        log(INFO, "VerticalEmbedding: model=%s, task=%s, supervised=%s, alignment=%s, "
-            "test_fraction=%.2f, min_entities=%d, min_peers=%d, seed=%d", self.model,
-            self.task, self.supervised, self.alignment, self.test_fraction,
+        log(INFO, "VerticalEmbedding: model=%s, task=%s, supervised=%s, "
+            "label_epsilon=%g, alignment=%s, test_fraction=%.2f, min_entities=%d, "
+            "min_peers=%d, seed=%d", self.model, self.task, self.supervised,
+            self.label_epsilon, self.alignment, self.test_fraction,
             self.min_entities, self.min_peers, self.seed)
 
     # -------------------------------------------------------------- phases

@@ -30,7 +30,10 @@ Messages (server -> peer, and the reply):
     rows. Request: ``ArrayRecord "plan"`` with ``"positions"`` (``(m,)``
     int64 positions into the pseudonyms the peer sent), ``"is-test"``
     (``(m,)`` uint8) and, for supervised encoders, ``"train-targets"``;
-    ``ConfigRecord "config"`` with the encoder settings and ``"fingerprint"``.
+    ``ConfigRecord "config"`` with the encoder settings and ``"fingerprint"``,
+    and, when it carries training targets, ``"label-epsilon"``: the label
+    epsilon the server declares they were noised with (0.0: sent in clear;
+    see :mod:`vfl_embed.privacy.label_dp`), which the peer's policy checks.
     Reply: ``ArrayRecord "latents"`` with ``"latents"`` (``(m, d)``, in the
     server's order; float32, or float16 if the config's ``"latent-bits"`` is
     16) and ``MetricRecord "metrics"``. The peer saves its fitted
@@ -80,6 +83,7 @@ PLAN = "plan"
 POSITIONS = "positions"
 IS_TEST = "is-test"
 TRAIN_TARGETS = "train-targets"
+LABEL_EPSILON = "label-epsilon"
 CONFIG = "config"
 TRAIN_RUN = "train-run"
 LABELS = "labels"
@@ -212,14 +216,20 @@ def embed_request(
     is_test: np.ndarray,
     config: ConfigRecord,
     train_targets: np.ndarray | None = None,
+    label_epsilon: float = 0.0,
 ) -> Message:
-    """Build a ``train.embed`` message."""
+    """Build a ``train.embed`` message.
+
+    ``label_epsilon`` is declared with ``train_targets``: the label epsilon
+    they were noised with, 0.0 for labels in clear.
+    """
     plan = ArrayRecord({
         POSITIONS: _array(positions.astype(np.int64)),
         IS_TEST: _array(is_test.astype(np.uint8)),
     })
     if train_targets is not None:
         plan[TRAIN_TARGETS] = _array(train_targets.astype(np.float64))
+        config = ConfigRecord(dict(config) | {LABEL_EPSILON: float(label_epsilon)})
     return Message(RecordDict({PLAN: plan, CONFIG: config}), dst_node_id=node_id,
                    message_type=TRAIN_EMBED)
 
