@@ -167,8 +167,9 @@ def _floor_sentence(privacy: Mapping[str, Mapping[str, float]]) -> str:
         return ("Label floor: not measured, since no peer trained on labels (it is "
                 "measured where the peers receive training labels).")
     return ("Label floor (`floor_label_*`): the same attack on each peer's training "
-            "labels alone (with label DP, the noised labels it received). A release that carries the label cannot go much below it, "
-            "so an attack near the floor leaks little beyond what the task needs.")
+            "labels alone (with label DP, the noised labels it received). A release "
+            "that carries the label cannot go much below it, so an attack near the "
+            "floor leaks little beyond what the task needs.")
 
 
 def _label_markdown(label: Mapping[str, object]) -> list[str]:
