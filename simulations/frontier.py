@@ -33,6 +33,9 @@ MECHANISMS = {
     "autoencoder 8, noise 0.3": {"encoder": "autoencoder", "latent-dim": 8,
                                  "dp-noise-multiplier": 0.3},
     "prediction (stacking)": {"encoder": "prediction"},
+    "k-same 5": {"encoder": "autoencoder", "release-mode": "k-same", "k-same-k": 5},
+    "k-same 20": {"encoder": "autoencoder", "release-mode": "k-same", "k-same-k": 20},
+    "cvae": {"encoder": "autoencoder", "release-mode": "cvae"},
 }
 DATASETS = {"ames": ("xgboost", "r2"), "digits": ("logistic", "accuracy"),
             "titanic": ("xgboost", "accuracy"), "breast-cancer": ("xgboost", "accuracy")}
