@@ -44,6 +44,9 @@ MECHANISMS = {
                          "dp-noise-multiplier": 2.0},
     "prediction, label epsilon 2": {"encoder": "prediction", "label-dp-epsilon": 2.0},
     "prediction, label epsilon 1": {"encoder": "prediction", "label-dp-epsilon": 1.0},
+    "k-same 5": {"encoder": "autoencoder", "release-mode": "k-same", "k-same-k": 5},
+    "k-same 20": {"encoder": "autoencoder", "release-mode": "k-same", "k-same-k": 20},
+    "cvae": {"encoder": "autoencoder", "release-mode": "cvae"},
 }
 # Mechanisms drawn as one line in the chart: one knob turned over several points.
 FAMILIES = {"post-hoc Gaussian noise": ["autoencoder 32 (today's default)",

@@ -222,6 +222,13 @@ KEYS: dict[str, Key] = _keys(
         "figures leave it."),
     Key("audit-leak-fraction", 0.1, "peers", "privacy",
         "Share of a peer's rows the audit's attacker holds.", low=0.001, high=0.5),
+    Key("release-mode", "latent", "peers", "privacy",
+        "What each peer releases of its latents (see docs/anonymizers.md): "
+        "`latent` (as encoded), `k-same` (each the mean of its `k-same-k` nearest "
+        "training latents) or `cvae` (each a keyed sample of a conditional VAE "
+        "fitted on the training latents).", choices=("latent", "k-same", "cvae")),
+    Key("k-same-k", 5, "peers", "privacy",
+        "Neighbours each `k-same` release averages.", low=2),
     Key("dp-noise-multiplier", 0.0, "peers", "privacy",
         "Gaussian noise on each clipped latent row, in units of the sensitivity; "
         "0 releases without noise.", low=0.0, high=1000.0),

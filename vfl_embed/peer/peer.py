@@ -23,6 +23,7 @@ from ..errors import PeerDataError
 from ..wire.alignment import KeyedHashAlignment, PlainAlignment
 from ..wire.protocol import PRIVACY_PREFIX
 from ..wire.psi import PsiAlignment
+from .anonymization import anonymize, fit_anonymizer
 from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
 from .policy import PeerPolicy
 from .predictor import CrossFittedPredictor
@@ -71,8 +72,9 @@ class Peer:
         None takes the defaults of a simulated or deployed peer.
     secret : Callable[[], bytes] | None (default: None)
         Returns the peer's own secret, which keys its differential-privacy
-        noise (see :func:`~vfl_embed.peer.secret.peer_secret`); called only
-        for a noised release.
+        noise and its CVAE samples (see
+        :func:`~vfl_embed.peer.secret.peer_secret`); called only for a noised
+        or CVAE-sampled release.
     """
 
     def __init__(
@@ -149,7 +151,9 @@ class Peer:
         :func:`~vfl_embed.peer.autoencoder.representation_metrics`), sizes, time
         and the privacy figures (the reconstruction-attack audit of the
         released latents and the release's epsilon, prefixed ``privacy/``).
-        With a ``state_dir`` and the training ``run_id``, the fitted state is
+        A ``release-mode`` other than ``latent`` anonymizes the latents first
+        (see :mod:`~vfl_embed.peer.anonymization`). With a ``state_dir`` and
+        the training ``run_id``, the fitted state is
         saved for :meth:`encode`.
         """
         started = time.perf_counter()
@@ -166,10 +170,13 @@ class Peer:
                 "does not compress and may be invertible", self.name,
                 encoder.latent_dim, x.shape[1])
         encoder.fit(x[train], train_targets)
+        seed = _peer_seed(int(config.get("seed", 42)), self.name)
+        latents, ids = _released(encoder, x, train), self.table.ids[positions]
+        anonymizer = fit_anonymizer(config, latents[train], train_targets, seed, self.name)
         release = LatentRelease(config, self._secret, run_id or 0)
         latents, privacy = release.apply(
-            _released(encoder, x, train), self.table.ids[positions], self.name)
-        seed = _peer_seed(int(config.get("seed", 42)), self.name)
+            anonymize(anonymizer, latents, ids, self._secret, run_id or 0, self.name),
+            ids, self.name)
         privacy |= audit_figures(x, latents.astype(np.float32, copy=False), preprocessor,
                                  encoder, config, seed, self.name)
         if train_targets is not None:
@@ -178,7 +185,7 @@ class Peer:
                 categorical=str(config.get("task", "")) == "classification")
         if self.state_dir is not None and run_id is not None:
             self._save(PeerState(self.name, run_id, preprocessor, encoder,
-                                 release.settings()))
+                                 release.settings(), anonymizer))
         metrics = {} if isinstance(encoder, CrossFittedPredictor) else \
             _representation(encoder, preprocessor, x[is_test] if is_test.any() else x[train])
         metrics |= {
@@ -223,9 +230,11 @@ class Peer:
         if self.state_dir is None:
             raise PeerDataError(f"{self.name}: keeps no encoder state (no state-dir)")
         state = PeerState.load(self.state_dir, self.name, train_run, self.table.source)
+        ids = self.table.ids[positions]
+        latents = anonymize(state.anonymizer, state.transform(self.features(positions)),
+                            ids, self._secret, train_run, self.name)
         latents, _ = LatentRelease(state.release, self._secret, train_run).apply(
-            state.transform(self.features(positions)),
-            self.table.ids[positions], self.name)
+            latents, ids, self.name)
         return latents, {"rows": float(len(latents)),
                          "encode-seconds": time.perf_counter() - started}
 

@@ -33,8 +33,17 @@ from ..privacy.dp import GaussianLatentRelease
 from ..wire.protocol import LATENT_BITS, LATENT_DTYPES
 from .preprocessing import Preprocessor
 
-__all__ = ["LatentRelease", "audit_figures", "label_floor_figures"]
+__all__ = ["LatentRelease", "audit_figures", "keyed_generator", "label_floor_figures"]
 
+
+def keyed_generator(secret: bytes, label: bytes) -> np.random.Generator:
+    """Return a generator seeded by HMAC-SHA256 of ``label`` under ``secret``.
+
+    Whoever lacks the secret cannot recompute its draws; the same secret and
+    label give the same draws again.
+    """
+    key = hmac.new(secret, label, hashlib.sha256).digest()
+    return np.random.default_rng(int.from_bytes(key, "little"))
 
 
 class LatentRelease:
@@ -128,9 +137,8 @@ class LatentRelease:
         for row, entity in enumerate(ids):
             label = f"dp-noise:{self._train_run}:{settings}:{entity}:".encode(
                 "utf-8", "surrogatepass")
-            key = hmac.new(secret, label + latents[row].tobytes(), hashlib.sha256).digest()
-            noise[row] = np.random.default_rng(
-                int.from_bytes(key, "little")).normal(0.0, sigma, latents.shape[1])
+            noise[row] = keyed_generator(secret, label + latents[row].tobytes()).normal(
+                0.0, sigma, latents.shape[1])
         return noise
 
 

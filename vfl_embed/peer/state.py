@@ -6,6 +6,8 @@ directory, keyed by the Flower run ID of the training run::
     <state-dir>/<peer name>/run-<run id>/state.json        preprocessing, settings
     <state-dir>/<peer name>/run-<run id>/autoencoder.keras  the fitted autoencoder
     <state-dir>/<peer name>/run-<run id>/predictor*.json    or the prediction release
+    <state-dir>/<peer name>/run-<run id>/anonymizer.json    and its release mode's
+                                                            anonymizer, if any
 
 A later prediction run names that run ID; the peer reloads the state and
 encodes new rows with it, without refitting. Nothing here ever leaves the
@@ -23,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PeerDataError
+from ..privacy.anonymizers import load_anonymizer
 from ..version import __version__
+from .anonymization import Anonymizer
 from .autoencoder import Autoencoder, IdentityEncoder
 from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
@@ -52,6 +56,9 @@ class PeerState:
     release : dict[str, float]
         The differential-privacy settings of the released latents (empty
         when none), so that a prediction run releases rows alike.
+    anonymizer : KSame | ConditionalVAESampler | None (default: None)
+        The fitted anonymizer of the release mode (None for ``latent``; see
+        :mod:`vfl_embed.peer.anonymization`).
     """
 
     peer: str
@@ -59,6 +66,7 @@ class PeerState:
     preprocessor: Preprocessor
     encoder: Autoencoder | CrossFittedPredictor | IdentityEncoder
     release: dict[str, float] = field(default_factory=dict)
+    anonymizer: Anonymizer | None = None
 
     @staticmethod
     def directory(root: str | Path, peer: str, run_id: int) -> Path:
@@ -71,6 +79,11 @@ class PeerState:
         if isinstance(self.encoder, Autoencoder | CrossFittedPredictor):
             return self.encoder.latent_dim
         return len(self.preprocessor.feature_names_)
+
+    @property
+    def release_mode(self) -> str:
+        """The run-config ``release-mode`` of the training run."""
+        return "latent" if self.anonymizer is None else self.anonymizer.kind
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Encode the rows of ``frame`` (the peer's feature columns) to latents."""
@@ -85,6 +98,8 @@ class PeerState:
             self.encoder.save(directory / ENCODER_FILE)
         elif kind == "prediction":
             self.encoder.save(directory)
+        if self.anonymizer is not None:
+            self.anonymizer.save(directory)
         state = {
             "peer": self.peer,
             "run_id": str(self.run_id),
@@ -92,6 +107,7 @@ class PeerState:
             "latent_dim": self.latent_dim,
             "preprocessor": self.preprocessor.get_state(),
             "release": self.release,
+            "release_mode": self.release_mode,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "vfl_embed_version": __version__,
         }
@@ -119,10 +135,12 @@ class PeerState:
             preprocessor = Preprocessor.from_state(state["preprocessor"], peer, source)
             encoder = _load_encoder(state["encoder"], directory)
             release = {str(k): float(v) for k, v in state.get("release", {}).items()}
+            anonymizer = (None if state.get("release_mode", "latent") == "latent"
+                          else load_anonymizer(directory))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise PeerDataError(f"{peer}: the saved state in '{directory}' is unreadable "
                                 f"({type(err).__name__}); retrain") from err
-        return cls(peer, run_id, preprocessor, encoder, release)
+        return cls(peer, run_id, preprocessor, encoder, release, anonymizer)
 
 
 _KIND_OF = {Autoencoder: "autoencoder", CrossFittedPredictor: "prediction"}
