@@ -64,12 +64,30 @@ def test_a_larger_beta_carries_fewer_nats():
     assert mean_kl_nats(*tight.posterior(x)) < 0.5 * mean_kl_nats(*loose.posterior(x))
 
 
+def test_a_detached_decoder_leaves_the_encoder_to_the_label_and_the_kl():
+    """With the decoder detached, the reconstruction loss cannot move the
+    encoder: another reconstruction loss trains the very same encoder (early
+    stopping, which watches the total loss, is off)."""
+    x, _ = _data()
+    fits = {(detach, loss): _fit(epochs=10, validation_split=0.0, loss=loss,
+                                 detach_decoder=detach)
+            for detach in (False, True) for loss in ("mse", "mae")}
+    np.testing.assert_array_equal(fits[True, "mse"].posterior(x)[0],
+                                  fits[True, "mae"].posterior(x)[0])
+    assert (fits[False, "mse"].posterior(x)[0] != fits[False, "mae"].posterior(x)[0]).any()
+    # The detached decoder still learns (from the sample): it is not left at
+    # its initial weights.
+    assert (fits[True, "mse"].reconstruct(x) != fits[True, "mae"].reconstruct(x)).any()
+
+
 def test_bad_settings_are_refused():
     x, y = _data()
     with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -1"):
         InformationBottleneck(beta=-1.0).fit(x, y)
     with pytest.raises(ValueError, match="decorrelation_weight does not apply"):
         InformationBottleneck(decorrelation_weight=1.0).fit(x, y)
+    with pytest.raises(ValueError, match="detach_decoder needs a supervised task"):
+        InformationBottleneck(detach_decoder=True).fit(x, y)
     with pytest.raises(RuntimeError, match="InformationBottleneck is not fitted"):
         InformationBottleneck().posterior(x)
 

@@ -212,6 +212,9 @@ KEYS: dict[str, Key] = _keys(
     Key("bottleneck-beta", 0.01, "peers", "encoder",
         "Weight of the KL term of `encoder = \"bottleneck\"`: larger values "
         "release fewer nats per row.", low=0.0, high=1000.0),
+    Key("bottleneck-detach-decoder", False, "peers", "encoder",
+        "Supervised bottleneck only: reconstruction trains the decoder but does not "
+        "shape the latent, which keeps what the label needs."),
     Key("latent-bits", 32, "peers", "encoder",
         "Float width of the released latents: 32 or 16 (half the bytes).",
         choices=(32, 16)),

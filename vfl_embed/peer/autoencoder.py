@@ -105,14 +105,16 @@ def _layers(model, prefix: str) -> list:  # noqa: ANN001
     return sorted(named, key=lambda layer: int(layer.name[len(prefix):]))
 
 
-def _rewired(model, latent_of, name: str):  # noqa: ANN001, ANN202
+def _rewired(model, latent_of, name: str, detach_decoder: bool = False):  # noqa: ANN001, ANN202
     """Return a training model that shares ``model``'s layers.
 
     Its decoder and supervised head read ``latent_of(inputs, hidden, latent)``
     instead of the latent layer's output, where ``hidden`` is the last encoder
     hidden layer's output (the inputs if there is none): a training-only term
     or sampling step goes in there, and ``model`` itself, which is saved,
-    keeps the plain architecture.
+    keeps the plain architecture. With ``detach_decoder`` the decoder reads
+    the latent through a stopped gradient: it learns to reconstruct, but its
+    loss does not shape the encoder.
     """
     import keras
 
@@ -121,7 +123,7 @@ def _rewired(model, latent_of, name: str):  # noqa: ANN001, ANN202
     for layer in _layers(model, "enc_"):
         x = layer(x)
     latent = latent_of(inputs, x, model.get_layer("latent")(x))
-    x = latent
+    x = keras.ops.stop_gradient(latent) if detach_decoder else latent
     for layer in _layers(model, "dec_"):
         x = layer(x)
     outputs = {"reconstruction": model.get_layer("reconstruction")(x)}

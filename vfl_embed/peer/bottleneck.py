@@ -60,10 +60,11 @@ def posterior_sample(mean: np.ndarray, log_variance: np.ndarray,
     return (mean + spread * noise).astype(np.float32)
 
 
-def _stochastic(model, beta: float, seed: int):  # noqa: ANN001, ANN202
+def _stochastic(model, beta: float, seed: int, detach_decoder: bool):  # noqa: ANN001, ANN202
     """Return a training model that decodes a sample of the posterior.
 
-    Its loss adds ``beta`` times the batch's mean :func:`gaussian_kl`.
+    Its loss adds ``beta`` times the batch's mean :func:`gaussian_kl`; see
+    :func:`~vfl_embed.peer.autoencoder._rewired` for ``detach_decoder``.
     """
     import keras
 
@@ -81,7 +82,7 @@ def _stochastic(model, beta: float, seed: int):  # noqa: ANN001, ANN202
     sample = GaussianSample(name="sample")
     log_variance = model.get_layer("log_variance")
     return _rewired(model, lambda inputs, hidden, mean: sample([mean, log_variance(hidden)]),
-                    "bottleneck_trainer")
+                    "bottleneck_trainer", detach_decoder)
 
 
 class InformationBottleneck(Autoencoder):
@@ -98,6 +99,12 @@ class InformationBottleneck(Autoencoder):
     beta : float (default: 0.01)
         Weight of the KL term against the (mean per column) reconstruction
         loss. Larger values carry fewer nats per row, and less of the row.
+    detach_decoder : bool (default: False)
+        Train the decoder on the sample through a stopped gradient, so that
+        reconstruction does not shape the latent: the latent then keeps what
+        the supervised head needs (the VIB of Alemi et al. and the MID
+        defence); the decoder still learns, for the audit's ceiling. Needs a
+        supervised ``task``.
     **params
         :class:`~vfl_embed.peer.autoencoder.Autoencoder`'s parameters, but
         ``decorrelation_weight`` must stay 0.
@@ -113,9 +120,11 @@ class InformationBottleneck(Autoencoder):
         Epochs trained.
     """
 
-    def __init__(self, beta: float = 0.01, **params: object) -> None:
+    def __init__(self, beta: float = 0.01, detach_decoder: bool = False,
+                 **params: object) -> None:
         super().__init__(**params)
         self.beta = beta
+        self.detach_decoder = detach_decoder
 
     def posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return the posterior ``(mean, log_variance)`` (float32) of the rows of ``x``."""
@@ -146,7 +155,7 @@ class InformationBottleneck(Autoencoder):
                            name="bottleneck")
 
     def _trainer(self):  # noqa: ANN202
-        return _stochastic(self.model_, self.beta, self.seed)
+        return _stochastic(self.model_, self.beta, self.seed, self.detach_decoder)
 
     def _attach(self, model) -> None:  # noqa: ANN001
         import keras
@@ -161,6 +170,9 @@ class InformationBottleneck(Autoencoder):
         super()._validate(x, y)
         if not (np.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if self.detach_decoder and not self.task:
+            raise ValueError("detach_decoder needs a supervised task: without one "
+                             "nothing but the KL would train the encoder")
         if self.decorrelation_weight:
             raise ValueError("decorrelation_weight does not apply to the information "
                              "bottleneck; leave it 0")

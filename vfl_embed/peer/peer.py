@@ -282,8 +282,10 @@ class Peer:
                 int(h) for h in str(config["hidden-sizes"]).split(",") if h.strip())
         task = str(config.get("task", "")) if train_targets is not None else ""
         if kind == "bottleneck":
-            return InformationBottleneck(beta=float(config.get("bottleneck-beta", 0.01)),
-                                         task=task, seed=seed, **kwargs)
+            return InformationBottleneck(
+                beta=float(config.get("bottleneck-beta", 0.01)), task=task, seed=seed,
+                detach_decoder=bool(config.get("bottleneck-detach-decoder", False)),
+                **kwargs)
         return Autoencoder(task=task, seed=seed, **kwargs)
 
 
