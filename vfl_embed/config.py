@@ -175,8 +175,10 @@ KEYS: dict[str, Key] = _keys(
     Key("encoder", "autoencoder", "peers", "encoder",
         "`autoencoder`; `prediction` (each peer releases a cross-fitted XGBoost "
         "prediction of the label from its own columns; the training labels go to "
-        "the peers); or `none` (the raw-column baseline S0, simulation only).",
-        choices=("autoencoder", "prediction", "none")),
+        "the peers); `bottleneck` (a variational information bottleneck releasing "
+        "one keyed sample per row, see docs/bottleneck.md); or `none` (the "
+        "raw-column baseline S0, simulation only).",
+        choices=("autoencoder", "prediction", "bottleneck", "none")),
     Key("latent-dim", 32, "peers", "encoder", "Width of each peer's latent.",
         low=1, high=4096),
     Key("hidden-sizes", "128", "peers", "encoder",
@@ -207,6 +209,12 @@ KEYS: dict[str, Key] = _keys(
     Key("decorrelation-weight", 0.0, "peers", "encoder",
         "Experimental: penalty on the correlation of latent units with input "
         "columns. Not a defence (see docs/privacy.md).", low=0.0),
+    Key("bottleneck-beta", 0.01, "peers", "encoder",
+        "Weight of the KL term of `encoder = \"bottleneck\"`: larger values "
+        "release fewer nats per row.", low=0.0, high=1000.0),
+    Key("bottleneck-detach-decoder", False, "peers", "encoder",
+        "Supervised bottleneck only: reconstruction trains the decoder but does not "
+        "shape the latent, which keeps what the label needs."),
     Key("latent-bits", 32, "peers", "encoder",
         "Float width of the released latents: 32 or 16 (half the bytes).",
         choices=(32, 16)),

@@ -105,12 +105,38 @@ def _layers(model, prefix: str) -> list:  # noqa: ANN001
     return sorted(named, key=lambda layer: int(layer.name[len(prefix):]))
 
 
-def _with_decorrelation(model, weight: float):  # noqa: ANN001, ANN202
+def _rewired(model, latent_of, name: str, detach_decoder: bool = False):  # noqa: ANN001, ANN202
     """Return a training model that shares ``model``'s layers.
 
+    Its decoder and supervised head read ``latent_of(inputs, hidden, latent)``
+    instead of the latent layer's output, where ``hidden`` is the last encoder
+    hidden layer's output (the inputs if there is none): a training-only term
+    or sampling step goes in there, and ``model`` itself, which is saved,
+    keeps the plain architecture. With ``detach_decoder`` the decoder reads
+    the latent through a stopped gradient: it learns to reconstruct, but its
+    loss does not shape the encoder.
+    """
+    import keras
+
+    inputs = model.input
+    x = inputs
+    for layer in _layers(model, "enc_"):
+        x = layer(x)
+    latent = latent_of(inputs, x, model.get_layer("latent")(x))
+    x = keras.ops.stop_gradient(latent) if detach_decoder else latent
+    for layer in _layers(model, "dec_"):
+        x = layer(x)
+    outputs = {"reconstruction": model.get_layer("reconstruction")(x)}
+    if any(layer.name == "target" for layer in model.layers):
+        outputs["target"] = model.get_layer("target")(latent)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _with_decorrelation(model, weight: float):  # noqa: ANN001, ANN202
+    """Return a training model (see :func:`_rewired`) with a decorrelation term.
+
     Its loss adds ``weight`` times the :func:`decorrelation_penalty` of its
-    latents and inputs on each batch. Only this training model holds the
-    penalty: ``model`` itself, which is saved, keeps the plain architecture.
+    latents and inputs on each batch.
     """
     import keras
 
@@ -120,18 +146,9 @@ def _with_decorrelation(model, weight: float):  # noqa: ANN001, ANN202
             self.add_loss(weight * decorrelation_penalty(latent, inputs))
             return latent
 
-    inputs = model.input
-    x = inputs
-    for layer in _layers(model, "enc_"):
-        x = layer(x)
-    latent = DecorrelationPenalty(name="decorrelation")([inputs, model.get_layer("latent")(x)])
-    x = latent
-    for layer in _layers(model, "dec_"):
-        x = layer(x)
-    outputs = {"reconstruction": model.get_layer("reconstruction")(x)}
-    if any(layer.name == "target" for layer in model.layers):
-        outputs["target"] = model.get_layer("target")(latent)
-    return keras.Model(inputs, outputs, name="autoencoder_decorrelated")
+    penalty = DecorrelationPenalty(name="decorrelation")
+    return _rewired(model, lambda inputs, hidden, latent: penalty([inputs, latent]),
+                    "autoencoder_decorrelated")
 
 
 def _decoder(model):  # noqa: ANN001, ANN202
@@ -240,10 +257,7 @@ class Autoencoder:
         keras.utils.set_random_seed(self.seed)
         tf.config.experimental.enable_op_determinism()
         n_outputs, head_activation, head_loss = self._head(y)
-        self.model_, self.encoder_ = build_autoencoder(
-            x.shape[1], self.latent_dim, self.hidden_sizes, self.activation,
-            self.latent_activation, n_outputs, head_activation,
-        )
+        self._attach(self._build(x.shape[1], n_outputs, head_activation))
         losses = {"reconstruction": self.loss}
         weights = {"reconstruction": 1.0}
         targets = {"reconstruction": x}
@@ -251,9 +265,7 @@ class Autoencoder:
             losses["target"] = head_loss
             weights["target"] = self.supervised_weight
             targets["target"] = y
-        trainer = self.model_
-        if self.decorrelation_weight > 0:
-            trainer = _with_decorrelation(self.model_, self.decorrelation_weight)
+        trainer = self._trainer()
         trainer.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
             loss=losses,
@@ -273,8 +285,30 @@ class Autoencoder:
             batch_size=self.batch_size, shuffle=True, callbacks=callbacks, verbose=0,
         )
         self.epochs_run_ = len(history.history["loss"])
-        self.decoder_ = _decoder(self.model_)
         return self
+
+    def _build(self, n_inputs: int, n_outputs: int, head_activation: str):  # noqa: ANN202
+        """Return the untrained model that :meth:`save` writes."""
+        model, _ = build_autoencoder(
+            n_inputs, self.latent_dim, self.hidden_sizes, self.activation,
+            self.latent_activation, n_outputs, head_activation,
+        )
+        return model
+
+    def _trainer(self):  # noqa: ANN202
+        """Return the model :meth:`fit` trains; it shares ``model_``'s layers."""
+        if self.decorrelation_weight > 0:
+            return _with_decorrelation(self.model_, self.decorrelation_weight)
+        return self.model_
+
+    def _attach(self, model) -> None:  # noqa: ANN001
+        """Keep ``model`` and the encoder and decoder that share its layers."""
+        import keras
+
+        self.model_ = model
+        self.encoder_ = keras.Model(model.input, model.get_layer("latent").output,
+                                    name="encoder")
+        self.decoder_ = _decoder(model)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Return the latent vectors (float32) of the rows of ``x``."""
@@ -318,11 +352,8 @@ class Autoencoder:
         import keras
 
         model = keras.models.load_model(Path(path), compile=False)
-        latent = model.get_layer("latent")
-        loaded = cls(latent_dim=int(latent.units))
-        loaded.model_ = model
-        loaded.encoder_ = keras.Model(model.input, latent.output, name="encoder")
-        loaded.decoder_ = _decoder(model)
+        loaded = cls(latent_dim=int(model.get_layer("latent").units))
+        loaded._attach(model)
         return loaded
 
     def n_weights(self, n_inputs: int) -> int:

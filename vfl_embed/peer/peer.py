@@ -25,10 +25,11 @@ from ..wire.protocol import PRIVACY_PREFIX
 from ..wire.psi import PsiAlignment
 from .anonymization import anonymize, fit_anonymizer
 from .autoencoder import Autoencoder, IdentityEncoder, representation_metrics
+from .bottleneck import InformationBottleneck
 from .policy import PeerPolicy
 from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
-from .release import LatentRelease, audit_figures, label_floor_figures
+from .release import LatentRelease, audit_figures, bottleneck_release, label_floor_figures
 from .requests import check_in_range
 from .state import PeerState
 
@@ -171,12 +172,14 @@ class Peer:
                 encoder.latent_dim, x.shape[1])
         encoder.fit(x[train], train_targets)
         seed = _peer_seed(int(config.get("seed", 42)), self.name)
-        latents, ids = _released(encoder, x, train), self.table.ids[positions]
-        anonymizer = fit_anonymizer(config, latents[train], train_targets, seed, self.name)
+        ids = self.table.ids[positions]
+        values, privacy = self._released(encoder, x, train, ids, run_id or 0)
+        anonymizer = fit_anonymizer(config, values[train], train_targets, seed, self.name)
         release = LatentRelease(config, self._secret, run_id or 0)
-        latents, privacy = release.apply(
-            anonymize(anonymizer, latents, ids, self._secret, run_id or 0, self.name),
+        latents, figures = release.apply(
+            anonymize(anonymizer, values, ids, self._secret, run_id or 0, self.name),
             ids, self.name)
+        privacy |= figures
         privacy |= audit_figures(x, latents.astype(np.float32, copy=False), preprocessor,
                                  encoder, config, seed, self.name)
         if train_targets is not None:
@@ -231,12 +234,29 @@ class Peer:
             raise PeerDataError(f"{self.name}: keeps no encoder state (no state-dir)")
         state = PeerState.load(self.state_dir, self.name, train_run, self.table.source)
         ids = self.table.ids[positions]
-        latents = anonymize(state.anonymizer, state.transform(self.features(positions)),
-                            ids, self._secret, train_run, self.name)
+        values, _ = self._released(
+            state.encoder, state.preprocessor.transform(self.features(positions)), None,
+            ids, train_run)
+        latents = anonymize(state.anonymizer, values, ids, self._secret, train_run, self.name)
         latents, _ = LatentRelease(state.release, self._secret, train_run).apply(
             latents, ids, self.name)
         return latents, {"rows": float(len(latents)),
                          "encode-seconds": time.perf_counter() - started}
+
+    def _released(self, encoder: Autoencoder | CrossFittedPredictor | IdentityEncoder,
+                  x: np.ndarray, train: np.ndarray | None, ids: np.ndarray,
+                  run_id: int) -> tuple[np.ndarray, dict[str, float]]:
+        """Return the values released for the rows of ``x``, and their figures.
+
+        They go through the :class:`LatentRelease` next; ``train`` is None in
+        a prediction run.
+        """
+        # A prediction release gives training rows their out-of-fold values.
+        if isinstance(encoder, CrossFittedPredictor) and train is not None:
+            return encoder.release(x, train), {}
+        if isinstance(encoder, InformationBottleneck):
+            return bottleneck_release(encoder, x, ids, self._secret, run_id, self.name)
+        return encoder.transform(x), {}
 
     def features(self, positions: np.ndarray) -> pd.DataFrame:
         """Return the feature rows at ``positions`` (validated server positions)."""
@@ -265,7 +285,7 @@ class Peer:
             task = str(config.get("task", ""))
             classes = int(train_targets.max()) + 1 if task == "classification" else 0
             return CrossFittedPredictor(task=task, n_classes=classes, seed=seed)
-        if kind != "autoencoder":
+        if kind not in ("autoencoder", "bottleneck"):
             raise PeerDataError(f"{self.name}: unknown encoder '{kind}'")
         kwargs = {attr: cast(config[key]) for key, (attr, cast) in _ENCODER_PARAMS.items()
                   if key in config}
@@ -273,15 +293,12 @@ class Peer:
             kwargs["hidden_sizes"] = tuple(
                 int(h) for h in str(config["hidden-sizes"]).split(",") if h.strip())
         task = str(config.get("task", "")) if train_targets is not None else ""
+        if kind == "bottleneck":
+            return InformationBottleneck(
+                beta=float(config.get("bottleneck-beta", 0.01)), task=task, seed=seed,
+                detach_decoder=bool(config.get("bottleneck-detach-decoder", False)),
+                **kwargs)
         return Autoencoder(task=task, seed=seed, **kwargs)
-
-
-def _released(encoder: Autoencoder | CrossFittedPredictor | IdentityEncoder,
-              x: np.ndarray, train: np.ndarray) -> np.ndarray:
-    # A prediction release gives training rows their out-of-fold values.
-    if isinstance(encoder, CrossFittedPredictor):
-        return encoder.release(x, train)
-    return encoder.transform(x)
 
 
 def _representation(encoder: Autoencoder | IdentityEncoder, preprocessor: Preprocessor,

@@ -31,9 +31,11 @@ from ..errors import PeerDataError
 from ..privacy.audit import ReconstructionAudit, encoding_layout, label_floor
 from ..privacy.dp import GaussianLatentRelease
 from ..wire.protocol import LATENT_BITS, LATENT_DTYPES
+from .bottleneck import InformationBottleneck, mean_kl_nats, posterior_sample
 from .preprocessing import Preprocessor
 
-__all__ = ["LatentRelease", "audit_figures", "keyed_generator", "label_floor_figures"]
+__all__ = ["LatentRelease", "audit_figures", "bottleneck_release", "keyed_generator",
+           "keyed_normal", "label_floor_figures"]
 
 
 def keyed_generator(secret: bytes, label: bytes) -> np.random.Generator:
@@ -129,17 +131,51 @@ class LatentRelease:
         }
 
     def _noise(self, ids: Sequence[str], latents: np.ndarray, sigma: float) -> np.ndarray:
-        # Keyed also by the latent itself and by every release setting: a row
-        # whose values or noise level changed since an earlier release gets
-        # fresh noise, so two releases give no equations that cancel it.
-        secret, noise = self._secret(), np.empty(latents.shape)
+        # Keyed also by every release setting: a row whose noise level changed
+        # since an earlier release gets fresh noise.
         settings = json.dumps(self.settings(), sort_keys=True)
-        for row, entity in enumerate(ids):
-            label = f"dp-noise:{self._train_run}:{settings}:{entity}:".encode(
-                "utf-8", "surrogatepass")
-            noise[row] = keyed_generator(secret, label + latents[row].tobytes()).normal(
-                0.0, sigma, latents.shape[1])
-        return noise
+        return sigma * keyed_normal(self._secret(), f"dp-noise:{self._train_run}:{settings}",
+                                    ids, latents)
+
+
+def keyed_normal(secret: bytes, label: str, ids: Sequence[str],
+                 rows: np.ndarray) -> np.ndarray:
+    """Return standard normal values shaped like ``rows``, each row keyed to its entity.
+
+    Row ``k`` comes from a generator seeded with HMAC-SHA256 of the peer's
+    ``secret`` over ``label``, ``ids[k]`` and the bytes of ``rows[k]``: the
+    same (secret, label, entity, row) gives the same values in any run, and
+    without the secret nobody can recompute them. Keying by the row's own
+    values means a row that changed since an earlier release gets fresh
+    values, so two releases give no equations that cancel them.
+    """
+    rows = np.ascontiguousarray(rows)
+    values = np.empty(rows.shape)
+    for row, entity in enumerate(ids):
+        prefix = f"{label}:{entity}:".encode("utf-8", "surrogatepass")
+        values[row] = keyed_generator(secret, prefix + rows[row].tobytes()).standard_normal(
+            rows.shape[1])
+    return values
+
+
+def bottleneck_release(
+    encoder: InformationBottleneck, x: np.ndarray, ids: Sequence[str],
+    secret: Callable[[], bytes] | None, train_run: int, name: str,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Return a keyed sample of the bottleneck's posterior for each row, and its KL figure.
+
+    The sample's noise is :func:`keyed_normal`, keyed by the training run, the
+    entity and its posterior mean, so a prediction run re-releases the same
+    values for an unchanged row. ``bottleneck_kl_nats`` is the mean over the
+    rows of ``KL(q(z|x) || N(0, I))`` (see
+    :func:`~vfl_embed.peer.bottleneck.mean_kl_nats`).
+    """
+    if secret is None:
+        raise PeerDataError(f"{name}: has no secret to key its bottleneck sample with")
+    mean, log_variance = encoder.posterior(x)
+    noise = keyed_normal(secret(), f"bottleneck:{train_run}", ids, mean)
+    return posterior_sample(mean, log_variance, noise), {
+        "bottleneck_kl_nats": mean_kl_nats(mean, log_variance)}
 
 
 def _narrowed(latents: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:

@@ -5,6 +5,7 @@ directory, keyed by the Flower run ID of the training run::
 
     <state-dir>/<peer name>/run-<run id>/state.json        preprocessing, settings
     <state-dir>/<peer name>/run-<run id>/autoencoder.keras  the fitted autoencoder
+    <state-dir>/<peer name>/run-<run id>/bottleneck.keras   or information bottleneck
     <state-dir>/<peer name>/run-<run id>/predictor*.json    or the prediction release
     <state-dir>/<peer name>/run-<run id>/anonymizer.json    and its release mode's
                                                             anonymizer, if any
@@ -29,6 +30,7 @@ from ..privacy.anonymizers import load_anonymizer
 from ..version import __version__
 from .anonymization import Anonymizer
 from .autoencoder import Autoencoder, IdentityEncoder
+from .bottleneck import InformationBottleneck
 from .predictor import CrossFittedPredictor
 from .preprocessing import Preprocessor
 
@@ -36,6 +38,7 @@ __all__ = ["PeerState"]
 
 STATE_FILE = "state.json"
 ENCODER_FILE = "autoencoder.keras"
+BOTTLENECK_FILE = "bottleneck.keras"
 
 
 @dataclass
@@ -52,7 +55,8 @@ class PeerState:
         The fitted preprocessing of the peer's columns.
     encoder : Autoencoder | CrossFittedPredictor | IdentityEncoder
         The fitted encoder (``IdentityEncoder`` for the raw-column baseline,
-        ``CrossFittedPredictor`` for the prediction release).
+        ``CrossFittedPredictor`` for the prediction release, an
+        ``InformationBottleneck``, itself an ``Autoencoder``).
     release : dict[str, float]
         The differential-privacy settings of the released latents (empty
         when none), so that a prediction run releases rows alike.
@@ -96,6 +100,8 @@ class PeerState:
         kind = _KIND_OF.get(type(self.encoder), "none")
         if kind == "autoencoder":
             self.encoder.save(directory / ENCODER_FILE)
+        elif kind == "bottleneck":
+            self.encoder.save(directory / BOTTLENECK_FILE)
         elif kind == "prediction":
             self.encoder.save(directory)
         if self.anonymizer is not None:
@@ -143,13 +149,16 @@ class PeerState:
         return cls(peer, run_id, preprocessor, encoder, release, anonymizer)
 
 
-_KIND_OF = {Autoencoder: "autoencoder", CrossFittedPredictor: "prediction"}
+_KIND_OF = {Autoencoder: "autoencoder", InformationBottleneck: "bottleneck",
+            CrossFittedPredictor: "prediction"}
 
 
 def _load_encoder(kind: str, directory: Path) -> Autoencoder | CrossFittedPredictor | \
         IdentityEncoder:
     if kind == "autoencoder":
         return Autoencoder.load(directory / ENCODER_FILE)
+    if kind == "bottleneck":
+        return InformationBottleneck.load(directory / BOTTLENECK_FILE)
     if kind == "prediction":
         return CrossFittedPredictor.load(directory)
     return IdentityEncoder()
