@@ -92,7 +92,8 @@ class InformationBottleneck(Autoencoder):
     architecture, early stopping, step budget and supervised head; the
     latent layer gives the posterior mean, a second layer beside it the
     log-variance) and is saved and loaded alike. ``transform`` returns the
-    posterior mean; the release is :meth:`sample`.
+    posterior mean and ``reconstruct`` decodes it (the peer's representation
+    metrics); the release is :meth:`sample`.
 
     Parameters
     ----------
