@@ -203,3 +203,25 @@ def test_strong_preset_releases_one_prediction_per_peer(run_app):
     strongest = max(f["attack_r2"] for f in report["privacy"].values())
     assert strongest < 0.5  # one probability per entity is far from invertible
     assert "[privacy] preset strong: The audit's strongest attack" in run.output
+
+
+def test_bottleneck_k_same_and_label_dp_through_flower(run_app):
+    """Three of the release mechanisms in one Flower run: breast cancer, 3 peers.
+
+    Each peer trains a supervised information bottleneck on labels sent with
+    randomized response at epsilon 2, replaces each released sample by the mean
+    of its 5 nearest training samples (k-Same), and reports the bottleneck's KL
+    and the label floor of the labels it received."""
+    run = run_app(3, dataset="breast-cancer", encoder="bottleneck", supervised=True,
+                  audit=True, **{"peer-coverage": 1.0, "latent-dim": 4,
+                                 "label-dp-epsilon": 2.0, "release-mode": "k-same"})
+    assert run.returncode == 0, run.output[-3000:]
+    report = run.report
+    assert report["label_privacy"]["labels_sent"] == "label-dp"
+    assert report["label_privacy"]["epsilon"] == 2.0
+    assert report["run_config"]["release-mode"] == "k-same"
+    for figures in report["privacy"].values():
+        assert figures["bottleneck_kl_nats"] > 0
+        assert 0 <= figures["floor_label_r2"] <= figures["floor_label_r2_worst"] <= 1
+    assert {peer["latent-dim"] for peer in report["peers"].values()} == {4.0}
+    assert report["held_out_metrics"]["accuracy"] > 0.8

@@ -12,11 +12,10 @@ the peer and the rule, and no data value.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from in_process_grid import two_peer_grid
 
-from vfl_embed.client_app import app as client_app
 from vfl_embed.testing.in_process import InProcessGrid
 from vfl_embed.wire import protocol
 
@@ -27,21 +26,7 @@ NODE = 101  # peer-0, the label holder
 @pytest.fixture
 def grid(tmp_path, server_identity) -> InProcessGrid:
     """Two simulated peers over 60 entities; raw columns, so no TensorFlow."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for peer in range(2):
-        frame = pd.DataFrame(rng.normal(size=(N_ROWS, 4)),
-                             columns=[f"p{peer}c{j}" for j in range(4)])
-        frame.insert(0, "id", [f"E{k:03d}" for k in range(N_ROWS)])
-        if peer == 0:
-            frame["y"] = rng.normal(size=N_ROWS)
-        paths.append(str(tmp_path / f"peer-{peer}.csv"))
-        frame.to_csv(paths[-1], index=False)
-    config = {"data-paths": ";".join(paths), "id-column": "id", "target": "y",
-              "label-source": "peer", "alignment-secret": "secret-of-the-peers",
-              "encoder": "none",
-              "audit": False, "seed": 1}
-    return InProcessGrid(client_app, config, num_peers=2)
+    return two_peer_grid(tmp_path, N_ROWS, label=True)
 
 
 def ask(grid: InProcessGrid, request: Message) -> Message:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Message
-from in_process_grid import InProcessGrid, over_the_wire
+from in_process_grid import InProcessGrid, over_the_wire, two_peer_grid
 
 from vfl_embed.client_app import app as client_app
 from vfl_embed.peer.context import peer_from_context
@@ -123,18 +123,7 @@ NODE = 101
 @pytest.fixture
 def grid(tmp_path, server_identity) -> InProcessGrid:
     """Two simulated peers over 60 entities whose policy accepts private labels only."""
-    rng = np.random.default_rng(0)
-    paths = []
-    for peer in range(2):
-        frame = pd.DataFrame(rng.normal(size=(N_ROWS, 4)),
-                             columns=[f"p{peer}c{j}" for j in range(4)])
-        frame.insert(0, "id", [f"E{k:03d}" for k in range(N_ROWS)])
-        paths.append(str(tmp_path / f"peer-{peer}.csv"))
-        frame.to_csv(paths[-1], index=False)
-    config = {"data-paths": ";".join(paths), "id-column": "id",
-              "alignment-secret": "secret-of-the-peers", "encoder": "none",
-              "audit": False, "seed": 1}
-    grid = InProcessGrid(client_app, config, num_peers=2)
+    grid = two_peer_grid(tmp_path, N_ROWS, label=False)
     for context in grid.contexts.values():
         context.node_config["accept-labels"] = "private"
     return grid
