@@ -207,7 +207,7 @@ def simulate(
     Parameters
     ----------
     dataset : str (default: "ames")
-        Built-in table: ``"ames"``, ``"digits"`` or ``"titanic"``; ignored
+        Built-in table: ``"ames"``, ``"digits"``, ``"titanic"`` or ``"breast-cancer"``; ignored
         when ``config`` sets ``data-paths`` (your own files).
     peers : int (default: 3)
         Simulated SuperNodes, i.e. peers, each holding a share of the columns.
