@@ -19,7 +19,7 @@ def test_min_peers_up_to_num_peers_is_accepted():
 
 @pytest.mark.parametrize(("setting", "message"), [
     ({"task": "ranking"}, "task must be auto, regression or classification"),
-    ({"model": "svm"}, "model must be one of xgboost, logistic, mlp, got 'svm'"),
+    ({"model": "svm"}, "model must be one of xgboost, logistic, ridge, mlp, got 'svm'"),
     ({"test_fraction": 1.0}, r"test_fraction must be in \(0, 1\), got 1.0"),
     ({"min_entities": 0}, "min_entities must be at least 1, got 0"),
     ({"search_iterations": -1}, "must not be negative"),
