@@ -222,6 +222,7 @@ def test_bottleneck_k_same_and_label_dp_through_flower(run_app):
     assert report["run_config"]["release-mode"] == "k-same"
     for figures in report["privacy"].values():
         assert figures["bottleneck_kl_nats"] > 0
-        assert 0 <= figures["floor_label_r2"] <= figures["floor_label_r2_worst"] <= 1
+        # Held-out R²: about 0, or a little below, where the noised label says little.
+        assert -0.1 < figures["floor_label_r2"] <= figures["floor_label_r2_worst"] <= 1
     assert {peer["latent-dim"] for peer in report["peers"].values()} == {4.0}
     assert report["held_out_metrics"]["accuracy"] > 0.8
